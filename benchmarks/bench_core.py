@@ -1,0 +1,153 @@
+"""Core latency and memory benchmark; prints one JSON document.
+
+    .venv/bin/python benchmarks/bench_core.py [--n 200] [--peer]
+
+Measures, through the official AgentScope SDK and through ours, against a real
+`jupyter sandbox-server` (local backend, pool of 2): `with BaseSandbox()` + first
+`run_shell_command("true")` on a warm pool, `run_shell_command("true")`,
+`run_ipython_cell("1+1")`; then cold create to ready (pool 0) and the idle RSS of a base
+sandbox (box + kernel). With `--peer`, the official AgentScope server (../shared/peer, its
+containers replaced by plain processes) is measured in the same run and ratios are given.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import requests
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+from tests.conftest import start_server, stop_server  # noqa: E402
+
+CLIENT = r"""
+import json, os, sys, time
+kind, url, token, n = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+if kind == "official":
+    from agentscope_runtime.sandbox import BaseSandbox
+else:
+    from jupyter_sandbox import BaseSandbox
+
+def timed(fn, count, pause=0.0):
+    out = []
+    for _ in range(count):
+        t = time.perf_counter(); fn(); out.append((time.perf_counter() - t) * 1000)
+        time.sleep(pause)
+    return out
+
+def enter_and_call():
+    with BaseSandbox(base_url=url, bearer_token=token) as sb:
+        sb.run_shell_command(command="true")
+
+result = {"enter_first_call": timed(enter_and_call, max(10, n // 10), pause=float(os.environ.get("REFILL_PAUSE", "1.0")))}
+with BaseSandbox(base_url=url, bearer_token=token) as sb:
+    sb.run_ipython_cell(code="1+1"); sb.run_shell_command(command="true")
+    result["run_shell_command"] = timed(lambda: sb.run_shell_command(command="true"), n)
+    result["run_ipython_cell"] = timed(lambda: sb.run_ipython_cell(code="1+1"), n)
+print(json.dumps(result))
+"""
+
+
+def summary(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+    return {
+        "p50_ms": round(statistics.median(ordered), 2),
+        "p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))], 2),
+        "n": len(ordered),
+    }
+
+
+def run_client(python: str, kind: str, url: str, token: str, n: int) -> dict:
+    out = subprocess.run(
+        [python, "-c", CLIENT, kind, url, token, str(n)],
+        capture_output=True, text=True, check=True, timeout=1800,
+    )  # fmt: skip
+    return {k: summary(v) for k, v in json.loads(out.stdout.splitlines()[-1]).items()}
+
+
+def cold_create(tmp: Path, n: int) -> dict:
+    server = start_server(tmp / "cold", "--SandboxApp.pool_size=0")
+    try:
+        samples = []
+        for _ in range(n):
+            t = time.perf_counter()
+            sid = server.data("create", sandbox_type="base")
+            samples.append((time.perf_counter() - t) * 1000)
+            server.data("release", identity=sid)
+        return summary(samples)
+    finally:
+        stop_server(server)
+
+
+def idle_rss(tmp: Path) -> dict:
+    server = start_server(tmp / "rss", "--SandboxApp.pool_size=1")
+    try:
+        sid = server.data("create_from_pool", sandbox_type="base")
+        server.data("call_tool", identity=sid, tool_name="run_ipython_cell", arguments={"code": "1"})
+        time.sleep(1)
+        cgroup = Path("/sys/fs/cgroup/memory/jupyter-sandbox") / sid / "cgroup.procs"
+        pids = [int(p) for p in cgroup.read_text().split()]
+        rss = {}
+        for pid in pids:
+            status = Path(f"/proc/{pid}/status").read_text()
+            name = status.split("\n", 1)[0].split()[1]
+            kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+            rss[f"{name}[{pid}]"] = round(kb / 1024, 1)
+        return {"total_mb": round(sum(rss.values()), 1), "processes_mb": rss}
+    finally:
+        stop_server(server)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--n", type=int, default=200)
+    parser.add_argument("--peer", action="store_true", help="also measure the official server")
+    args = parser.parse_args()
+    official = os.environ.get("AGENTSCOPE_PYTHON") or str(
+        Path.home() / ".cache/jupyter-sandbox/agentscope-sdk/bin/python"
+    )
+    tmp = Path(tempfile.mkdtemp(prefix="bench-"))
+    report: dict = {"machine": {"cpus": os.cpu_count()}}
+    server = start_server(tmp / "warm", "--SandboxApp.pool_size=2")
+    try:
+        report["ours_via_official_sdk"] = run_client(official, "official", server.url, server.token, args.n)
+        report["ours_via_our_sdk"] = run_client(sys.executable, "ours", server.url, server.token, args.n)
+    finally:
+        stop_server(server)
+    report["cold_create_to_ready"] = cold_create(tmp, 20)
+    report["idle_base_sandbox_rss"] = idle_rss(tmp)
+    if args.peer:
+        peer_dir = HERE.parent.parent / "shared" / "peer"
+        subprocess.run(["bash", str(peer_dir / "setup.sh")], check=True, capture_output=True)
+        pid = int(subprocess.run(["bash", str(peer_dir / "run-server.sh"), "8100", "2"],
+                                 capture_output=True, text=True, check=True).stdout.split()[-1])  # fmt: skip
+        try:
+            for _ in range(600):
+                try:
+                    if requests.get("http://127.0.0.1:8100/health", timeout=1).ok:
+                        break
+                except requests.ConnectionError:
+                    time.sleep(0.1)
+            time.sleep(3)  # its pool fills from a 1 s watcher
+            env_python = "/tmp/peer/asr/bin/python"
+            peer = run_client(env_python, "official", "http://127.0.0.1:8100", "tok", args.n)
+            report["peer_via_official_sdk"] = peer
+            ours = report["ours_via_official_sdk"]
+            report["ratio_ours_over_peer_p50"] = {
+                k: round(ours[k]["p50_ms"] / peer[k]["p50_ms"], 3) for k in peer
+            }
+        finally:
+            os.kill(pid, 15)
+    print(json.dumps(report, indent=2))
+
+
+if __name__ == "__main__":
+    main()

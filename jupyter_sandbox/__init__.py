@@ -1,0 +1,30 @@
+"""jupyter-sandbox: warm pools of isolated sandboxes for AI-agent tools, inside Jupyter."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__version__ = "0.1.0"
+
+from .manager.registry import register_sandbox_type  # noqa: E402
+
+
+def _jupyter_server_extension_points() -> list[dict[str, Any]]:
+    from .app import SandboxApp
+
+    return [{"module": "jupyter_sandbox.app", "app": SandboxApp}]
+
+
+def __getattr__(name: str) -> Any:
+    # The SDK is imported lazily so that the server and the box do not pay for it.
+    if name.startswith("_") or name == "client":
+        raise AttributeError(f"module 'jupyter_sandbox' has no attribute {name!r}")
+    import importlib
+
+    client = importlib.import_module(".client", __name__)
+    if name in client.__all__:
+        return getattr(client, name)
+    raise AttributeError(f"module 'jupyter_sandbox' has no attribute {name!r}")
+
+
+__all__ = ["__version__", "register_sandbox_type"]

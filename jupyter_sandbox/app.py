@@ -1,0 +1,422 @@
+"""SandboxApp: the Jupyter Server extension and the `jupyter sandbox-server` command.
+
+Every setting of the AgentScope `.env` is a trait here (`--SandboxApp.pool_size=10`, or
+`c.SandboxApp.pool_size = 10` in `jupyter_sandbox_server_config.py` / `jupyter_server_config.py`),
+and `--config custom.env` imports a seed `.env` file. Standalone, the wire routes are served at
+the root on 127.0.0.1:8000; inside `jupyter server`/`jupyter lab` under `{base_url}sandbox/`.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import ipaddress
+import json
+import os
+import re
+import secrets
+import sys
+import uuid
+from typing import Any
+
+from jupyter_server.extension.application import ExtensionApp
+from jupyter_server.serverapp import ServerApp
+from traitlets import (
+    Bool,
+    CaselessStrEnum,
+    Dict,
+    Float,
+    Int,
+    List,
+    TraitError,
+    Unicode,
+    Union,
+    default,
+    validate,
+)
+
+from . import __version__, envfile
+from .backends import BackendUnavailable, Limits
+from .backends.local import LocalBackend
+from .manager import ManagerSettings, SandboxManager
+from .manager import registry
+from .server_ext import route_table
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: str | int) -> int:
+    """`1g`, `512m`, `1GiB`, `1048576` → bytes (powers of 1024, like Docker)."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"not a size: {value!r} (use e.g. 512m or 1g)")
+    number, unit = match.groups()
+    return int(float(number) * 1024 ** "bkmgt".index(unit.lower() or "b"))
+
+
+class TypeList(List):
+    """A list of sandbox types that also accepts `base,gui` and a JSON list on the command line."""
+
+    def from_string_list(self, s_list: list[str]) -> list[str]:
+        out: list[str] = []
+        for s in s_list:
+            s = s.strip()
+            if s.startswith("["):
+                out.extend(json.loads(s))
+            else:
+                out.extend(part.strip() for part in s.split(",") if part.strip())
+        return out
+
+
+LOOPBACK_NAMES = {"localhost", "", "localhost.localdomain"}
+
+
+def is_loopback(ip: str) -> bool:
+    if ip in LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(ip).is_loopback
+    except ValueError:
+        return False
+
+
+class SandboxServerApp(ServerApp):
+    """The Jupyter server under `jupyter sandbox-server`: no notebook services.
+
+    Standalone, the process runs sandboxes, not notebooks, so Jupyter's kernels, contents,
+    files and terminals routes are not mounted at all.
+    """
+
+    default_services = ("api", "auth", "security")
+
+
+class SandboxApp(ExtensionApp):
+    """Warm pools of isolated sandboxes for AI-agent tools, behind the AgentScope wire API."""
+
+    name = "jupyter_sandbox"
+    app_name = "jupyter sandbox-server"
+    description = __doc__
+    version = __version__
+    load_other_extensions = False
+    serverapp_class = SandboxServerApp
+    extension_url = "/health"
+    default_url = "/health"
+
+    aliases = {
+        "extension": "SandboxApp.extensions",
+        "config": "SandboxApp.env_file",
+        "env-file": "SandboxApp.env_file",
+        "pool-size": "SandboxApp.pool_size",
+        "token": "SandboxApp.bearer_token",
+    }
+
+    # -- service ---------------------------------------------------------------------------
+    workers = Int(
+        1,
+        config=True,
+        help="Server processes sharing one port (seed WORKERS). Values above 1 need shared "
+        "state in Redis, which arrives in a later version. Default: 1.",
+    )
+    bearer_token = Unicode(
+        "",
+        config=True,
+        help="The token clients send as `Authorization: Bearer <token>` (seed BEARER_TOKEN). "
+        "Empty: no authentication, allowed only on a loopback address. Default: empty.",
+    )
+    env_file = Unicode(
+        "",
+        config=True,
+        help="An AgentScope `.env` file whose variables (HOST, PORT, POOL_SIZE, …) set the "
+        "matching traits; `--config custom.env` is an alias. Command-line flags win. "
+        "Default: none.",
+    )
+    extensions = List(
+        Unicode(),
+        config=True,
+        help="Modules (file paths or importable names) loaded at startup to register custom "
+        "sandbox types; repeat `--extension X`. Default: [].",
+    )
+
+    # -- pools and types -------------------------------------------------------------------
+    sandbox_types = TypeList(
+        Unicode(),
+        default_value=["base"],
+        config=True,
+        help="Sandbox types that get a warm pool; the first is the default type "
+        "(seed DEFAULT_SANDBOX_TYPE). Accepts `base,gui` or a JSON list. Default: ['base'].",
+    )
+    pool_size = Int(
+        1, config=True, help="Warm sandboxes kept ready per type (seed POOL_SIZE). Default: 1."
+    )
+    max_sandboxes = Int(
+        0,
+        config=True,
+        help="Most sandboxes alive at once, pooled ones included; 0 = unlimited "
+        "(seed MAX_SANDBOX_INSTANCES). Over it, create calls answer {\"data\": null}. Default: 0.",
+    )
+    auto_cleanup = Bool(
+        True,
+        config=True,
+        help="Destroy every sandbox this server made when it shuts down (seed AUTO_CLEANUP). "
+        "Default: True.",
+    )
+    container_prefix = Unicode(
+        "runtime-sandbox-container-",
+        config=True,
+        help="Prefix of sandbox ids and container names (seed CONTAINER_PREFIX_KEY). "
+        "Default: runtime-sandbox-container-.",
+    )
+    heartbeat_timeout = Float(
+        300.0,
+        config=True,
+        help="Seconds a session may stay idle before its sandboxes are reaped "
+        "(seed HEARTBEAT_TIMEOUT). Default: 300.",
+    )
+
+    # -- backend and sandboxes -------------------------------------------------------------
+    backend = CaselessStrEnum(
+        ["local", "docker", "kubernetes", "k8s"],
+        default_value="local",
+        config=True,
+        help="Where sandboxes run (seed CONTAINER_DEPLOYMENT): 'local' (bubblewrap jails on "
+        "this machine); 'docker' and 'kubernetes' arrive in later versions. Default: local.",
+    )
+    mount_dir = Unicode(
+        "sessions_mount_dir",
+        config=True,
+        help="Host directory holding each sandbox's /workspace, one subdirectory per sandbox, "
+        "relative to the server's working directory (seed DEFAULT_MOUNT_DIR). "
+        "Default: sessions_mount_dir.",
+    )
+    readonly_mounts = Dict(
+        key_trait=Unicode(),
+        value_trait=Unicode(),
+        config=True,
+        help="Host paths mounted read-only into every sandbox, {host path: sandbox path} "
+        "(seed READONLY_MOUNTS). Default: {}.",
+    )
+    port_range = List(
+        Int(),
+        default_value=[49152, 59152],
+        minlen=2,
+        maxlen=2,
+        config=True,
+        help="Host ports [first, last) that container backends may publish (seed PORT_RANGE). "
+        "Default: [49152, 59152].",
+    )
+    call_timeout = Float(
+        60.0,
+        config=True,
+        help="Seconds one tool call may run before it is killed (shell) or interrupted "
+        "(IPython) and reported as an error. Default: 60.",
+    )
+    network = Bool(
+        True,
+        config=True,
+        help="Give sandboxes network access (user-mode networking; never the host's "
+        "loopback). False: only the sandbox's own loopback. Default: True.",
+    )
+    memory_limit = Union(
+        [Int(), Unicode()],
+        default_value="1g",
+        config=True,
+        help="Memory limit per sandbox, e.g. 512m or 2g. Default: 1g.",
+    )
+    cpu_limit = Float(1.0, config=True, help="CPUs per sandbox (e.g. 0.5). Default: 1.0.")
+    pids_limit = Int(
+        256, config=True, help="Most processes and threads per sandbox. Default: 256."
+    )
+
+    @validate("memory_limit")
+    def _check_memory(self, proposal: Any) -> Any:
+        try:
+            parse_size(proposal.value)
+        except ValueError as e:
+            raise TraitError(str(e)) from None
+        return proposal.value
+
+    @validate("container_prefix")
+    def _check_prefix(self, proposal: Any) -> str:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,37}", proposal.value):
+            raise TraitError(
+                "container_prefix must be 1-38 letters, digits, '-', '_' or '.', starting "
+                "with a letter or digit"
+            )
+        return proposal.value
+
+    # -- wiring ----------------------------------------------------------------------------
+
+    manager: SandboxManager
+
+    @default("open_browser")
+    def _no_browser(self) -> bool:
+        return False  # a sandbox server has no page to open
+
+    @classmethod
+    def make_serverapp(cls, **kwargs: Any) -> Any:
+        # Standalone defaults, as the seed: 127.0.0.1:8000. Constructor values rank below
+        # config files and flags, so --port/--ip still win.
+        kwargs.setdefault("port", 8000)
+        kwargs.setdefault("ip", "127.0.0.1")
+        kwargs.setdefault("open_browser", False)
+        # Root is how the local backend gets cgroups and an unprivileged sandbox user.
+        kwargs.setdefault("allow_root", True)
+        return super().make_serverapp(**kwargs)
+
+    @property
+    def standalone(self) -> bool:
+        return getattr(self.serverapp, "starter_app", None) is self
+
+    def _link_jupyter_server_extension(self, serverapp: Any) -> None:
+        super()._link_jupyter_server_extension(serverapp)
+        if self.env_file:
+            self._apply_env_file(serverapp)
+        for extension in self.extensions:
+            self._load_extension_module(extension)
+
+    def _apply_env_file(self, serverapp: Any) -> None:
+        try:
+            config, environment, notes = envfile.load(self.env_file)
+        except envfile.EnvFileError as e:
+            self._fail(str(e))
+        for note in notes:
+            self.log.warning(note)
+        os.environ.update(environment)
+        for section, target in (("SandboxApp", self), ("ServerApp", serverapp)):
+            explicit = self.config.get(section, {}) if section == "SandboxApp" else serverapp.config.get(section, {})
+            for trait, value in config.get(section, {}).items():
+                if trait in explicit:
+                    continue  # a flag or config file said otherwise; it wins
+                try:
+                    setattr(target, trait, value)
+                except TraitError as e:
+                    self._fail(f"{self.env_file}: {trait}: {e}")
+
+    def _load_extension_module(self, extension: str) -> None:
+        try:
+            if extension.endswith(".py") or os.sep in extension:
+                path = os.path.abspath(extension)
+                module_name = os.path.splitext(os.path.basename(path))[0]
+                spec = importlib.util.spec_from_file_location(module_name, path)
+                if spec is None or spec.loader is None:
+                    raise ImportError(f"cannot load {path}")
+                module = importlib.util.module_from_spec(spec)
+                sys.modules[module_name] = module
+                spec.loader.exec_module(module)
+            else:
+                importlib.import_module(extension)
+        except Exception as e:
+            self._fail(f"--extension {extension}: {type(e).__name__}: {e}")
+
+    def _fail(self, message: str) -> None:
+        """Refuse to start: exit when standalone, disable the extension inside Jupyter."""
+        if self.standalone or getattr(self.serverapp, "starter_app", None) is None:
+            self.log.critical(message)
+            raise SystemExit(1)
+        raise RuntimeError(message)
+
+    def _check_settings(self) -> None:
+        if self.workers != 1:
+            self._fail(
+                f"SandboxApp.workers={self.workers}: several worker processes need shared state "
+                "in Redis, which this version does not have yet; use workers=1."
+            )
+        if self.backend != "local":
+            self._fail(
+                f"SandboxApp.backend={self.backend!r} is not available in this version; "
+                "use 'local' (bubblewrap)."
+            )
+        unknown = [t for t in self.sandbox_types if not registry.is_known(t)]
+        if unknown or not self.sandbox_types:
+            self._fail(
+                f"SandboxApp.sandbox_types: unknown type(s) {', '.join(unknown) or '(none given)'}; "
+                f"known: {', '.join(registry.known_names())}"
+            )
+        ip = self.serverapp.ip
+        auth = bool(self.bearer_token) or (
+            not self.standalone and self.serverapp.identity_provider.auth_enabled
+        )
+        if not is_loopback(ip) and not auth:
+            self._fail(
+                f"refusing to listen on {ip!r} without a token: anyone who can reach it could "
+                "run code. Set --SandboxApp.bearer_token=<secret> (or listen on 127.0.0.1)."
+            )
+        if self.pool_size < 0 or self.max_sandboxes < 0:
+            self._fail("pool_size and max_sandboxes must be >= 0")
+
+    def _make_backend(self) -> LocalBackend:
+        backend = LocalBackend(parent=self, server_id=self.server_id, log=self.log)
+        try:
+            backend.check()
+        except BackendUnavailable as e:
+            self._fail(str(e))
+        if self.network and backend.isolation == "bwrap" and not backend.needs_slirp():
+            self._fail(
+                "SandboxApp.network is on but slirp4netns is not installed, so sandboxes would "
+                "have no network. Install it (`apt-get install slirp4netns`) or start with "
+                "--SandboxApp.network=False."
+            )
+        return backend
+
+    def initialize_settings(self) -> None:
+        self.server_id = uuid.uuid4().hex[:12]
+        self._check_settings()
+        canonical = list(
+            dict.fromkeys(registry.resolve(t, t).name for t in self.sandbox_types)
+        )
+        settings = ManagerSettings(
+            server_id=self.server_id,
+            sandbox_types=canonical,
+            pool_size=self.pool_size,
+            container_prefix=self.container_prefix,
+            mount_dir=self.mount_dir,
+            readonly_mounts={os.path.abspath(k): v for k, v in self.readonly_mounts.items()},
+            call_timeout=self.call_timeout,
+            network=self.network,
+            limits=Limits(parse_size(self.memory_limit), self.cpu_limit, self.pids_limit),
+            max_sandboxes=self.max_sandboxes,
+            auto_cleanup=self.auto_cleanup,
+        )
+        self.manager = SandboxManager(self._make_backend(), settings, self.log)
+        if self.standalone:
+            self._share_token_with_jupyter()
+        if not self.bearer_token:
+            self.log.warning(
+                "SandboxApp.bearer_token is empty: %s",
+                "anyone who can reach this loopback port can use sandboxes"
+                if self.standalone
+                else "only Jupyter's own authentication protects the sandbox routes",
+            )
+
+    def _share_token_with_jupyter(self) -> None:
+        # Standalone, Jupyter's own routes take the same single credential; an explicit token
+        # is also masked ("?token=...") in Jupyter's startup banner instead of printed.
+        provider = self.serverapp.identity_provider
+        provider.token = self.bearer_token or secrets.token_hex(24)
+        provider.token_generated = False
+
+    def initialize_handlers(self) -> None:
+        self.handlers.extend(route_table("" if self.standalone else "sandbox"))
+
+    async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        await self.manager.startup()
+        self.log.info(
+            "jupyter-sandbox %s: backend %s, pools %s x %d, serving at %s",
+            __version__,
+            self.backend,
+            ",".join(self.manager.pools),
+            self.pool_size,
+            serverapp.connection_url.split("?")[0].rstrip("/")
+            + ("" if self.standalone else "/sandbox"),
+        )
+
+    async def stop_extension(self) -> None:
+        await self.manager.shutdown()
+
+
+main = launch_new_instance = SandboxApp.launch_instance
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,81 @@
+"""The backend interface: how the manager makes, inspects and destroys sandboxes.
+
+A backend knows processes, containers or pods; it never sees HTTP requests or records.
+It starts a box inside the sandbox and returns once that box is ready to answer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from traitlets.config import LoggingConfigurable
+
+
+class BackendError(RuntimeError):
+    """A sandbox could not be made or reached; the message says why."""
+
+
+class BackendUnavailable(BackendError):
+    """The backend cannot work on this machine (e.g. bubblewrap is missing)."""
+
+
+@dataclass(frozen=True)
+class Limits:
+    memory_bytes: int
+    cpus: float
+    pids: int
+
+
+@dataclass
+class SandboxSpec:
+    """Everything a backend needs to make one sandbox."""
+
+    name: str  # the public id (container_prefix + session id); unique
+    sandbox_type: str
+    image: str
+    workspace: str  # host directory mounted read-write at /workspace
+    token: str  # the box's bearer token
+    call_timeout: float
+    limits: Limits
+    network: bool
+    readonly_mounts: dict[str, str] = field(default_factory=dict)  # host path → sandbox path
+    environment: dict[str, str] = field(default_factory=dict)
+    labels: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Started:
+    """A ready sandbox: its backend id and how to reach its box."""
+
+    container_id: str
+    url: str  # "unix:/path/to/box.sock" or "http://host:port"
+    ports: tuple[int, ...] = ()
+
+
+class Backend(LoggingConfigurable):
+    """Base class of the local, Docker and Kubernetes backends."""
+
+    name = "abstract"
+
+    def check(self) -> None:
+        """Raise BackendUnavailable, saying what to install, if this backend cannot run here."""
+
+    async def create(self, spec: SandboxSpec) -> Started:
+        """Make the sandbox and return once its box answers. Transactional: on any failure,
+        everything made so far is destroyed before the error is raised."""
+        raise NotImplementedError
+
+    async def destroy(self, container_id: str) -> None:
+        """Destroy a sandbox and everything it holds; idempotent."""
+        raise NotImplementedError
+
+    def status(self, container_id: str) -> str | None:
+        """`running`, `exited`, … or None when the backend does not know the id. Cheap."""
+        raise NotImplementedError
+
+    async def reap_orphans(self) -> int:
+        """Destroy sandboxes left behind by a previous, dead server process; return how many."""
+        return 0
+
+    async def close(self) -> None:
+        """Release the backend's own resources (not the sandboxes)."""

@@ -1,0 +1,136 @@
+"""Per-sandbox resource limits through cgroups (v2 if writable, else v1), or rlimits.
+
+These machines have v1 "hybrid" cgroups: the memory, pids and cpu controllers are separate
+hierarchies, so one sandbox is one directory in each. A process joins by writing its pid to
+`cgroup.procs`; the sandbox's launcher does that for itself before exec'ing bubblewrap, so
+every process of the sandbox is born inside the limits.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import time
+from pathlib import Path
+
+from .base import Limits
+
+ROOT = Path("/sys/fs/cgroup")
+CPU_PERIOD_US = 100_000
+
+
+def _writable(path: Path) -> bool:
+    return path.is_dir() and os.access(path, os.W_OK)
+
+
+class CgroupSet:
+    """The cgroup directories of one sandbox (one per v1 controller, or one v2 directory)."""
+
+    def __init__(self, dirs: list[Path]):
+        self.dirs = dirs
+
+    @property
+    def procs_files(self) -> list[str]:
+        return [str(d / "cgroup.procs") for d in self.dirs]
+
+    def pids(self) -> set[int]:
+        found: set[int] = set()
+        for d in self.dirs:
+            with contextlib.suppress(OSError):
+                found.update(int(p) for p in (d / "cgroup.procs").read_text().split())
+        return found
+
+    def kill_all(self, timeout: float = 2.0) -> None:
+        """SIGKILL every process in the sandbox (a fork bomb included) and remove the dirs."""
+        deadline = time.monotonic() + timeout
+        while True:
+            pids = self.pids()
+            for pid in pids:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+            if not pids or time.monotonic() > deadline:
+                break
+            time.sleep(0.005)
+        for d in self.dirs:
+            for _ in range(100):
+                try:
+                    d.rmdir()
+                    break
+                except FileNotFoundError:
+                    break
+                except OSError:  # EBUSY while the last processes exit
+                    time.sleep(0.01)
+
+    def oom_kills(self) -> int:
+        """How many processes the kernel killed for memory in this sandbox."""
+        for d in self.dirs:
+            for name in ("memory.events", "memory.oom_control"):
+                with contextlib.suppress(OSError):
+                    for line in (d / name).read_text().splitlines():
+                        key, _, value = line.partition(" ")
+                        if key == "oom_kill":
+                            return int(value)
+        return 0
+
+
+class Cgroups:
+    """Makes CgroupSets under `<root>/<parent>/`; `available` tells whether limits can be set."""
+
+    def __init__(self, parent: str = "jupyter-sandbox"):
+        self.parent = parent
+        v2 = ROOT / "cgroup.controllers"
+        if v2.exists() and _writable(ROOT):
+            self.version = 2
+            self.bases = [ROOT / parent]
+        else:
+            self.version = 1
+            self.bases = [ROOT / c / parent for c in ("memory", "pids", "cpu")]
+        self.available = all(_writable(b.parent) for b in self.bases)
+
+    def create(self, name: str, limits: Limits, owner_uid: int | None = None) -> CgroupSet:
+        dirs = []
+        for base in self.bases:
+            base.mkdir(exist_ok=True)
+            if self.version == 2:
+                with contextlib.suppress(OSError):
+                    (base / "cgroup.subtree_control").write_text("+memory +pids +cpu")
+            d = base / name
+            d.mkdir(exist_ok=True)
+            dirs.append(d)
+        cg = CgroupSet(dirs)
+        try:
+            self._apply(dirs, limits)
+            if owner_uid is not None:
+                for f in cg.procs_files:
+                    os.chown(f, owner_uid, -1)
+        except OSError:
+            cg.kill_all()
+            raise
+        return cg
+
+    def _apply(self, dirs: list[Path], limits: Limits) -> None:
+        quota = max(1000, int(limits.cpus * CPU_PERIOD_US))
+        if self.version == 2:
+            (d,) = dirs
+            (d / "memory.max").write_text(str(limits.memory_bytes))
+            with contextlib.suppress(OSError):
+                (d / "memory.swap.max").write_text("0")
+            (d / "pids.max").write_text(str(limits.pids))
+            (d / "cpu.max").write_text(f"{quota} {CPU_PERIOD_US}")
+            return
+        memory, pids, cpu = dirs
+        (memory / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
+        with contextlib.suppress(OSError):  # absent without swap accounting
+            (memory / "memory.memsw.limit_in_bytes").write_text(str(limits.memory_bytes))
+        (pids / "pids.max").write_text(str(limits.pids))
+        (cpu / "cpu.cfs_period_us").write_text(str(CPU_PERIOD_US))
+        (cpu / "cpu.cfs_quota_us").write_text(str(quota))
+
+    def existing(self, name: str) -> CgroupSet:
+        return CgroupSet([b / name for b in self.bases if (b / name).is_dir()])
+
+
+def rlimit_shell(limits: Limits) -> str:
+    """The `ulimit` commands that approximate the limits where cgroups cannot be written."""
+    return f"ulimit -v {limits.memory_bytes // 1024} 2>/dev/null; ulimit -u {limits.pids} 2>/dev/null;"

@@ -1,0 +1,451 @@
+"""The `local` backend: each sandbox is a bubblewrap jail on this machine.
+
+A sandbox gets its own pid, ipc, uts, mount, cgroup and network namespaces, a read-only view
+of the system (`/usr`, `/etc` without its secrets), the Python runtime the box needs
+(read-only, at its own path, without its parent directories), a writable `/workspace`, a
+private `/tmp`, and nothing else. When the server runs as root, the sandbox's processes run as
+`sandbox_user` with no capabilities and `no_new_privs`. With `network` on, user-mode networking
+(slirp4netns, host loopback disabled) is started in the sandbox's own namespace while it warms.
+
+The box listens on a Unix socket in a per-sandbox state directory, which is also how a
+restarted server finds the sandboxes a dead one left behind (`owner.json`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pwd
+import shutil
+import signal
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from jupyter_core.paths import jupyter_runtime_dir
+from traitlets import CaselessStrEnum, Float, Unicode, default
+
+import jupyter_sandbox
+
+from .base import Backend, BackendError, BackendUnavailable, SandboxSpec, Started
+from .cgroups import Cgroups, CgroupSet, rlimit_shell
+
+# Files under /etc that a sandbox must not read even though /etc is visible.
+ETC_SECRETS = ("shadow", "shadow-", "gshadow", "gshadow-", "ssh", "ssl/private", "sudoers.d")
+SANDBOX_SOCKET_DIR = "/run/sandbox"
+SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+SLIRP_DNS = "10.0.2.3"
+
+
+def _python_roots() -> list[str]:
+    """The directories the box's interpreter and packages live in, without nesting."""
+    candidates = {
+        sys.prefix,
+        sys.base_prefix,
+        sys.exec_prefix,
+        os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))),
+        os.path.dirname(os.path.dirname(jupyter_sandbox.__file__)),
+    }
+    # An editable install lives in a source checkout: expose the package, not the checkout.
+    package_dir = os.path.dirname(os.path.abspath(jupyter_sandbox.__file__))
+    roots = []
+    for path in sorted(os.path.realpath(p) for p in candidates):
+        if path.startswith(("/usr/", "/etc/")) or path == "/usr":
+            continue
+        if not any(path == r or path.startswith(r + os.sep) for r in roots):
+            roots.append(path)
+    in_site = any(
+        package_dir.startswith(r + os.sep) and "-packages" in package_dir[len(r) :] for r in roots
+    )
+    if not in_site:
+        source_root = os.path.dirname(package_dir)
+        roots = [r for r in roots if r != source_root]
+        roots.append(package_dir)
+    return roots
+
+
+def _alive(pid: int, start_time: str | None) -> bool:
+    """Is `pid` the very process we recorded (not a reused pid)?"""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return start_time is None or stat.rsplit(")", 1)[1].split()[19] == start_time
+
+
+def _start_time(pid: int) -> str | None:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    return None
+
+
+@dataclass
+class _Jail:
+    proc: asyncio.subprocess.Process
+    state_dir: Path
+    cgroup: CgroupSet | None
+    slirp: asyncio.subprocess.Process | None = None
+
+
+class LocalBackend(Backend):
+    """Sandboxes as bubblewrap jails on the server's own machine (no image needed)."""
+
+    name = "local"
+
+    isolation = CaselessStrEnum(
+        ["bwrap", "none"],
+        default_value="bwrap",
+        config=True,
+        help="""How sandboxes are isolated: 'bwrap' (bubblewrap namespaces, the default) or
+        'none' (plain processes, NOT isolated from the host or each other; only for hosts that
+        forbid namespaces, such as Binder). Default: bwrap.""",
+    )
+    bwrap_path = Unicode("bwrap", config=True, help="The bubblewrap executable. Default: bwrap.")
+    slirp4netns_path = Unicode(
+        "slirp4netns",
+        config=True,
+        help="The slirp4netns executable that gives a sandbox user-mode networking when "
+        "SandboxApp.network is on. Default: slirp4netns.",
+    )
+    sandbox_user = Unicode(
+        "nobody",
+        config=True,
+        help="When the server runs as root, sandbox processes run as this unprivileged user "
+        "(by name or numeric uid). Default: nobody.",
+    )
+    state_dir = Unicode(
+        config=True,
+        help="Directory for per-sandbox runtime state (the box's socket, owner files). "
+        "Default: <jupyter runtime dir>/sandbox.",
+    )
+    ready_timeout = Float(
+        30.0, config=True, help="Seconds a new sandbox may take to become ready. Default: 30."
+    )
+
+    @default("state_dir")
+    def _default_state_dir(self) -> str:
+        return os.path.join(jupyter_runtime_dir(), "sandbox")
+
+    def __init__(self, server_id: str = "", **kwargs):
+        super().__init__(**kwargs)
+        self.server_id = server_id
+        self._jails: dict[str, _Jail] = {}
+        self._cgroups = Cgroups()
+        self._python_roots = _python_roots()
+        self._uid, self._gid = self._sandbox_ids()
+        self._warned_rlimits = False
+
+    # -- checks ----------------------------------------------------------------------------
+
+    def check(self) -> None:
+        if self.isolation == "none":
+            self.log.warning(
+                "LocalBackend.isolation=none: sandboxes are plain processes, NOT isolated "
+                "from this host or from each other. Use it only where namespaces are forbidden."
+            )
+            return
+        if not shutil.which(self.bwrap_path):
+            raise BackendUnavailable(
+                f"bubblewrap ({self.bwrap_path!r}) is not installed, and the 'local' backend "
+                "needs it to isolate sandboxes. Install it (Debian/Ubuntu: "
+                "`apt-get install bubblewrap`; Fedora: `dnf install bubblewrap`), or opt out of "
+                "isolation explicitly with --LocalBackend.isolation=none."
+            )
+        if not self._cgroups.available:
+            self.log.warning(
+                "cgroups are not writable here: sandbox memory/pids limits fall back to rlimits, "
+                "which are per-user, not per-sandbox, and CPU is not limited."
+            )
+
+    def needs_slirp(self) -> str | None:
+        return shutil.which(self.slirp4netns_path)
+
+    def _sandbox_ids(self) -> tuple[int | None, int | None]:
+        if os.geteuid() != 0:
+            return None, None  # unprivileged bwrap keeps our own uid inside a user namespace
+        user = self.sandbox_user
+        entry = pwd.getpwuid(int(user)) if user.isdigit() else pwd.getpwnam(user)
+        return entry.pw_uid, entry.pw_gid
+
+    # -- create ----------------------------------------------------------------------------
+
+    async def create(self, spec: SandboxSpec) -> Started:
+        state = Path(self.state_dir) / spec.name
+        state.mkdir(parents=True, exist_ok=False)
+        for path in (state, Path(spec.workspace)):
+            if self._uid is not None:
+                os.chown(path, self._uid, self._gid)
+        jail = _Jail(proc=None, state_dir=state, cgroup=None)  # type: ignore[arg-type]
+        try:
+            if self.isolation == "bwrap" and self._cgroups.available:
+                jail.cgroup = self._cgroups.create(spec.name, spec.limits, owner_uid=self._uid)
+            await self._spawn(spec, jail)
+            self._jails[spec.name] = jail
+            self._write_owner(spec, jail)
+            await self._wait_ready(spec, jail)
+        except BaseException:
+            self._jails.pop(spec.name, None)
+            await self._teardown(jail)
+            raise
+        socket = state / "box.sock"
+        return Started(container_id=spec.name, url=f"unix:{socket}")
+
+    def _environment(self, spec: SandboxSpec) -> dict[str, str]:
+        bin_dir = os.path.dirname(sys.executable)
+        env = {
+            "PATH": f"{bin_dir}:{SANDBOX_PATH}",
+            "HOME": "/workspace",
+            "LANG": "C.UTF-8",
+            "TERM": "xterm-256color",
+            "SANDBOX_TYPE": spec.sandbox_type,
+        }
+        env.update(spec.environment)
+        return env
+
+    def _bwrap_args(self, spec: SandboxSpec, state: Path, resolv_fd: int | None) -> list[str]:
+        a = [
+            self.bwrap_path,
+            "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
+            "--unshare-cgroup-try",
+            "--die-with-parent", "--new-session", "--clearenv",
+            "--hostname", "sandbox",
+            "--ro-bind", "/usr", "/usr",
+            "--ro-bind", "/etc", "/etc",
+        ]  # fmt: skip
+        for link in ("bin", "sbin", "lib", "lib32", "lib64", "libx32"):
+            target = f"/{link}"
+            if os.path.islink(target):
+                a += ["--symlink", os.readlink(target), target]
+        for secret in ETC_SECRETS:
+            path = f"/etc/{secret}"
+            if os.path.isdir(path):
+                a += ["--tmpfs", path]
+            elif os.path.exists(path):
+                a += ["--ro-bind", "/dev/null", path]
+        if resolv_fd is not None:
+            a += ["--ro-bind-data", str(resolv_fd), "/etc/resolv.conf"]
+        for root in self._python_roots:
+            a += ["--ro-bind", root, root]
+        for host, inside in spec.readonly_mounts.items():
+            a += ["--ro-bind", host, inside]
+        a += [
+            "--proc", "/proc",
+            "--dev", "/dev",
+            "--tmpfs", "/tmp",
+            "--tmpfs", "/dev/shm",
+            "--bind", spec.workspace, "/workspace",
+            "--bind", str(state), SANDBOX_SOCKET_DIR,
+            "--chdir", "/workspace",
+        ]  # fmt: skip
+        for key, value in self._environment(spec).items():
+            a += ["--setenv", key, value]
+        if self._uid is not None:
+            a += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
+            a += [
+                "setpriv",
+                f"--reuid={self._uid}",
+                f"--regid={self._gid}",
+                "--clear-groups",
+                "--inh-caps=-all",
+                "--no-new-privs",
+                "--",
+            ]
+        return a
+
+    def _box_command(self) -> list[str]:
+        return [sys.executable, "-m", "jupyter_sandbox.box", "--listen"]
+
+    async def _spawn(self, spec: SandboxSpec, jail: _Jail) -> None:
+        state = jail.state_dir
+        log = open(state / "box.log", "wb")  # noqa: SIM115 - handed to the child
+        if self.isolation == "none":
+            cmd = [*self._box_command(), f"unix:{state / 'box.sock'}"]
+            env = {**os.environ, **self._environment(spec)}
+            env.pop("JUPYTER_SANDBOX_TOKEN", None)
+            jail.proc = await asyncio.create_subprocess_exec(
+                *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=log, cwd=spec.workspace, env=env, start_new_session=True,
+            )  # fmt: skip
+            log.close()
+            await self._send_config(spec, jail, spec.workspace)
+            return
+
+        info_r, info_w = os.pipe()
+        resolv_r = None
+        pass_fds = [info_w]
+        if spec.network:
+            resolv_r, resolv_w = os.pipe()
+            os.write(resolv_w, f"nameserver {SLIRP_DNS}\n".encode())
+            os.close(resolv_w)
+            pass_fds.append(resolv_r)
+        args = self._bwrap_args(spec, state, resolv_r)
+        args += ["--info-fd", str(info_w)]
+        args += [*self._box_command(), f"unix:{SANDBOX_SOCKET_DIR}/box.sock"]
+        join = ""
+        if jail.cgroup is not None:
+            join = 'for f in $SANDBOX_CGROUPS; do echo $$ > "$f"; done; '
+        else:
+            join = rlimit_shell(spec.limits)
+            if not self._warned_rlimits:
+                self._warned_rlimits = True
+                self.log.warning("sandbox limits use rlimits (cgroups not writable)")
+        launcher = ["/bin/sh", "-c", join + 'exec "$@"', "sh", *args]
+        env = {"PATH": os.environ.get("PATH", SANDBOX_PATH)}
+        if jail.cgroup is not None:
+            env["SANDBOX_CGROUPS"] = " ".join(jail.cgroup.procs_files)
+        try:
+            jail.proc = await asyncio.create_subprocess_exec(
+                *launcher, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                stderr=log, env=env, pass_fds=pass_fds, start_new_session=True,
+            )  # fmt: skip
+        finally:
+            log.close()
+            os.close(info_w)
+            if resolv_r is not None:
+                os.close(resolv_r)
+        try:
+            info = await asyncio.wait_for(self._read_info(info_r), self.ready_timeout)
+        finally:
+            os.close(info_r)
+        if spec.network:
+            jail.slirp = await self._start_slirp(info["child-pid"], state)
+        await self._send_config(spec, jail, "/workspace")
+
+    async def _read_info(self, fd: int) -> dict:
+        loop = asyncio.get_running_loop()
+        data = b""
+        # bwrap writes the info JSON then keeps the fd; read until a complete document parses.
+        while True:
+            chunk = await loop.run_in_executor(None, os.read, fd, 4096)
+            if not chunk:
+                raise BackendError("bubblewrap exited before the sandbox started")
+            data += chunk
+            with contextlib.suppress(ValueError):
+                return json.loads(data)
+
+    async def _start_slirp(self, child_pid: int, state: Path) -> asyncio.subprocess.Process:
+        ready_r, ready_w = os.pipe()
+        exit_r, exit_w = os.pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                self.slirp4netns_path, "--configure", "--mtu=65520", "--disable-host-loopback",
+                f"--ready-fd={ready_w}", f"--exit-fd={exit_r}", str(child_pid), "tap0",
+                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+                stderr=open(state / "slirp.log", "wb"),  # noqa: SIM115
+                pass_fds=[ready_w, exit_r], start_new_session=True,
+            )  # fmt: skip
+        finally:
+            os.close(ready_w)
+            os.close(exit_r)
+        # slirp4netns exits when exit_w closes: keep it open for the sandbox's life, so a
+        # server killed with -9 takes its slirp4netns processes with it.
+        proc._sandbox_exit_fd = exit_w  # type: ignore[attr-defined]
+        loop = asyncio.get_running_loop()
+        try:
+            ok = await asyncio.wait_for(loop.run_in_executor(None, os.read, ready_r, 1), 10)
+        finally:
+            os.close(ready_r)
+        if ok != b"1":
+            raise BackendError(f"slirp4netns failed to start: {(state / 'slirp.log').read_text()}")
+        return proc
+
+    async def _send_config(self, spec: SandboxSpec, jail: _Jail, workspace: str) -> None:
+        config = {"token": spec.token, "workspace": workspace, "call_timeout": spec.call_timeout}
+        assert jail.proc.stdin is not None
+        jail.proc.stdin.write(json.dumps(config).encode() + b"\n")
+        await jail.proc.stdin.drain()
+        jail.proc.stdin.close()
+
+    async def _wait_ready(self, spec: SandboxSpec, jail: _Jail) -> None:
+        assert jail.proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(jail.proc.stdout.readline(), self.ready_timeout)
+        except asyncio.TimeoutError:
+            raise BackendError(
+                f"sandbox {spec.name} did not become ready within {self.ready_timeout:g} s"
+                f"{self._log_tail(jail)}"
+            ) from None
+        try:
+            message = json.loads(line)
+        except ValueError:
+            message = {"ready": False, "error": "the box exited before it was ready"}
+        if not message.get("ready"):
+            raise BackendError(
+                f"sandbox {spec.name} failed to start: {message.get('error')}{self._log_tail(jail)}"
+            )
+
+    def _log_tail(self, jail: _Jail) -> str:
+        with contextlib.suppress(OSError):
+            tail = (jail.state_dir / "box.log").read_text(errors="replace")[-1500:].strip()
+            if tail:
+                return f"; its log ends with:\n{tail}"
+        return ""
+
+    def _write_owner(self, spec: SandboxSpec, jail: _Jail) -> None:
+        pids = [jail.proc.pid] + ([jail.slirp.pid] if jail.slirp else [])
+        owner = {
+            "server_id": self.server_id,
+            "server_pid": os.getpid(),
+            "server_start": _start_time(os.getpid()),
+            "pids": {str(p): _start_time(p) for p in pids},
+            "labels": spec.labels,
+        }
+        (jail.state_dir / "owner.json").write_text(json.dumps(owner))
+
+    # -- inspect / destroy -------------------------------------------------------------------
+
+    def status(self, container_id: str) -> str | None:
+        jail = self._jails.get(container_id)
+        if jail is None:
+            return None
+        return "running" if jail.proc.returncode is None else "exited"
+
+    async def destroy(self, container_id: str) -> None:
+        jail = self._jails.pop(container_id, None)
+        if jail is not None:
+            await self._teardown(jail)
+
+    async def _teardown(self, jail: _Jail) -> None:
+        if jail.proc is not None and jail.proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(jail.proc.pid, signal.SIGKILL)
+        if jail.cgroup is not None:
+            await asyncio.get_running_loop().run_in_executor(None, jail.cgroup.kill_all)
+        if jail.slirp is not None:
+            with contextlib.suppress(OSError):
+                os.close(jail.slirp._sandbox_exit_fd)  # type: ignore[attr-defined]
+            with contextlib.suppress(ProcessLookupError):
+                jail.slirp.kill()
+            await jail.slirp.wait()
+        if jail.proc is not None:
+            await jail.proc.wait()
+        shutil.rmtree(jail.state_dir, ignore_errors=True)
+
+    async def reap_orphans(self) -> int:
+        """Destroy jails whose owning server process is gone (e.g. killed with -9)."""
+        root = Path(self.state_dir)
+        if not root.is_dir():
+            return 0
+        reaped = 0
+        for state in root.iterdir():
+            try:
+                owner = json.loads((state / "owner.json").read_text())
+            except (OSError, ValueError):
+                if time.time() - state.stat().st_mtime < 60:
+                    continue  # a sandbox being created right now by a live server
+                owner = {"server_pid": -1, "pids": {}}
+            if owner.get("server_pid") != -1 and _alive(
+                owner["server_pid"], owner.get("server_start")
+            ):
+                continue
+            for pid, started in owner.get("pids", {}).items():
+                if _alive(int(pid), started):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.killpg(int(pid), signal.SIGKILL)
+            self._cgroups.existing(state.name).kill_all()
+            shutil.rmtree(state, ignore_errors=True)
+            reaped += 1
+        return reaped

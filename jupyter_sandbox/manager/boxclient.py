@@ -1,0 +1,59 @@
+"""The manager's HTTP client for one sandbox's box (one pooled connection per sandbox)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+GENERIC_TOOLS = ("run_ipython_cell", "run_shell_command")
+
+
+class BoxUnreachable(RuntimeError):
+    """The box did not answer (its sandbox died or is stopping)."""
+
+
+def _transport(url: str) -> tuple[httpx.AsyncHTTPTransport, str]:
+    if url.startswith("unix:"):
+        return httpx.AsyncHTTPTransport(uds=url[len("unix:") :]), "http://box"
+    return httpx.AsyncHTTPTransport(), url.rstrip("/")
+
+
+class BoxClient:
+    """Talks to a box with its token; connections are reused across calls."""
+
+    def __init__(self, url: str, token: str, call_timeout: float):
+        transport, base_url = _transport(url)
+        # The box enforces call_timeout itself and answers; the margin covers its reply.
+        self.http = httpx.AsyncClient(
+            transport=transport,
+            base_url=base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(call_timeout + 15, connect=10),
+        )
+
+    async def request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            return await self.http.request(method, path, **kwargs)
+        except httpx.TransportError as e:
+            raise BoxUnreachable(str(e) or type(e).__name__) from e
+
+    async def healthy(self) -> bool:
+        try:
+            return (await self.request("GET", "/healthz", timeout=5)).status_code == 200
+        except BoxUnreachable:
+            return False
+
+    async def stream(
+        self, method: str, path: str, params: Any, headers: dict[str, str], content: bytes | None
+    ) -> httpx.Response:
+        request = self.http.build_request(
+            method, path, params=params, headers=headers, content=content
+        )
+        try:
+            return await self.http.send(request, stream=True)
+        except httpx.TransportError as e:
+            raise BoxUnreachable(str(e) or type(e).__name__) from e
+
+    async def aclose(self) -> None:
+        await self.http.aclose()

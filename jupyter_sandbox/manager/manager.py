@@ -1,0 +1,516 @@
+"""The sandbox manager: records, warm pools, admission, and every RPC of the wire API.
+
+Each public coroutine here is one route of the AgentScope manager API (wire §1.2); the HTTP
+layer only decodes bodies and encodes `{"data": …}`. Warm pools hold ready sandboxes per type;
+a claim pops one, binds the caller's session and answers, and a refill starts at once. A
+released sandbox is destroyed, never reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..backends import Backend, BackendError, Limits, SandboxSpec
+from . import registry
+from .boxclient import GENERIC_TOOLS, BoxClient, BoxUnreachable
+from .records import LIVE_STATES, SandboxRecord, State, new_session_id
+
+MAX_REDIRECTS = 10
+
+
+class SandboxNotFound(LookupError):
+    def __init__(self, identity: str):
+        self.identity = identity
+        super().__init__(f"No sandbox found with id: {identity}")
+
+
+class InvalidRequest(ValueError):
+    """A request the manager refuses for what it asks, not for how it was sent."""
+
+
+GENERIC_SCHEMAS = {
+    "run_ipython_cell": ("Run an IPython cell.", "code", "IPython code to execute"),
+    "run_shell_command": ("Run a shell command.", "command", "Shell command to execute"),
+}
+
+
+def _generic_group() -> dict[str, Any]:
+    group = {}
+    for name, (description, arg, arg_description) in GENERIC_SCHEMAS.items():
+        group[name] = {
+            "name": name,
+            "json_schema": {
+                "type": "function",
+                "function": {
+                    "name": name,
+                    "description": description,
+                    "parameters": {
+                        "type": "object",
+                        "properties": {arg: {"type": "string", "description": arg_description}},
+                        "required": [arg],
+                    },
+                },
+            },
+        }
+    return group
+
+
+def tool_error(text: str) -> dict[str, Any]:
+    """A CallToolResult that reports a failure, so MCP-validating clients still accept it."""
+    return {"meta": None, "content": [{"type": "text", "text": text}], "isError": True}
+
+
+@dataclass
+class ManagerSettings:
+    server_id: str
+    sandbox_types: list[str]
+    pool_size: int = 1
+    container_prefix: str = "runtime-sandbox-container-"
+    mount_dir: str = "sessions_mount_dir"
+    readonly_mounts: dict[str, str] = field(default_factory=dict)
+    call_timeout: float = 60.0
+    network: bool = True
+    limits: Limits = field(default_factory=lambda: Limits(1 << 30, 1.0, 256))
+    max_sandboxes: int = 0
+    auto_cleanup: bool = True
+    refill_concurrency: int = 2
+
+
+class SandboxManager:
+    """Owns every sandbox this server made; the only user of the backend."""
+
+    def __init__(self, backend: Backend, settings: ManagerSettings, log: logging.Logger):
+        self.backend = backend
+        self.settings = settings
+        self.log = log
+        self.records: dict[str, SandboxRecord] = {}
+        self.sessions: dict[str, list[str]] = {}
+        self.pools: dict[str, deque[SandboxRecord]] = {t: deque() for t in settings.sandbox_types}
+        self._pending: dict[str, int] = dict.fromkeys(settings.sandbox_types, 0)
+        self._clients: dict[str, BoxClient] = {}
+        self._refill_slots = asyncio.Semaphore(settings.refill_concurrency)
+        self._tasks: set[asyncio.Task] = set()
+        self._closing = False
+        self._mount_root = os.path.abspath(settings.mount_dir)
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        """Reap what a dead predecessor left behind, then start warming the pools."""
+        reaped = await self.backend.reap_orphans()
+        if reaped:
+            self.log.info("reaped %d sandbox(es) left behind by a previous server", reaped)
+        for sandbox_type in self.pools:
+            self._refill(sandbox_type)
+
+    async def shutdown(self) -> None:
+        self._closing = True
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.settings.auto_cleanup:
+            await self.cleanup()
+        for client in self._clients.values():
+            await client.aclose()
+        self._clients.clear()
+        await self.backend.close()
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- pools -------------------------------------------------------------------------------
+
+    def _live_count(self) -> int:
+        return sum(r.state in LIVE_STATES for r in self.records.values()) + sum(
+            self._pending.values()
+        )
+
+    def _admit(self) -> bool:
+        limit = self.settings.max_sandboxes
+        return limit <= 0 or self._live_count() < limit
+
+    def _refill(self, sandbox_type: str) -> None:
+        if self._closing or sandbox_type not in self.pools:
+            return
+        missing = self.settings.pool_size - len(self.pools[sandbox_type]) - self._pending[sandbox_type]
+        for _ in range(missing):
+            if not self._admit():
+                return
+            self._pending[sandbox_type] += 1
+            self._spawn(self._warm_one(sandbox_type))
+
+    async def _warm_one(self, sandbox_type: str, attempt: int = 0) -> None:
+        try:
+            async with self._refill_slots:
+                record = await self._make(registry.resolve(sandbox_type, sandbox_type), None, {})
+        except asyncio.CancelledError:
+            self._pending[sandbox_type] -= 1
+            raise
+        except Exception as e:
+            self._pending[sandbox_type] -= 1
+            delay = min(30.0, 0.5 * 2**attempt)
+            self.log.error("warming a %s sandbox failed (retry in %.1f s): %s", sandbox_type, delay, e)
+            await asyncio.sleep(delay)
+            if not self._closing and self._admit():
+                self._pending[sandbox_type] += 1
+                await self._warm_one(sandbox_type, attempt + 1)
+            return
+        self._pending[sandbox_type] -= 1
+        self.pools[sandbox_type].append(record)
+
+    def pool_status(self) -> dict[str, dict[str, int]]:
+        return {
+            t: {"warm": len(q), "target": self.settings.pool_size, "starting": self._pending[t]}
+            for t, q in self.pools.items()
+        }
+
+    # -- create / claim ----------------------------------------------------------------------
+
+    async def _make(
+        self, spec_type: registry.SandboxType, meta: dict | None, environment: dict[str, str]
+    ) -> SandboxRecord:
+        session_id = new_session_id()
+        name = self.settings.container_prefix + session_id
+        workspace = os.path.join(self._mount_root, session_id)
+        os.makedirs(workspace, exist_ok=False)
+        record = SandboxRecord(
+            session_id=session_id,
+            container_name=name,
+            sandbox_type=spec_type.name,
+            version=spec_type.image,
+            runtime_token=secrets.token_hex(16),
+            mount_dir=workspace,
+            timeout=self.settings.call_timeout,
+        )
+        spec = SandboxSpec(
+            name=name,
+            sandbox_type=spec_type.name,
+            image=spec_type.image,
+            workspace=workspace,
+            token=record.runtime_token,
+            call_timeout=self.settings.call_timeout,
+            limits=self.settings.limits,
+            network=self.settings.network,
+            readonly_mounts=self.settings.readonly_mounts,
+            environment={**spec_type.environment, **environment},
+            labels={"server-id": self.settings.server_id, "sandbox-type": spec_type.name},
+        )
+        try:
+            started = await self.backend.create(spec)
+        except BaseException:
+            self._remove_workspace(workspace)
+            raise
+        record.container_id = started.container_id
+        record.url = started.url
+        record.ports = list(started.ports)
+        self._clients[name] = BoxClient(started.url, record.runtime_token, record.timeout)
+        self.records[name] = record
+        record.bind(meta)
+        self._bind_session(record)
+        return record
+
+    def _bind_session(self, record: SandboxRecord) -> None:
+        if record.session_ctx_id:
+            names = self.sessions.setdefault(record.session_ctx_id, [])
+            if record.container_name not in names:
+                names.append(record.container_name)
+
+    async def create_from_pool(
+        self, sandbox_type: str | None = None, meta: dict | None = None
+    ) -> str | None:
+        spec_type = registry.resolve(sandbox_type, self.settings.sandbox_types[0])
+        pool = self.pools.get(spec_type.name)
+        while pool:
+            record = pool.popleft()
+            self._refill(spec_type.name)
+            if self.backend.status(record.container_id or "") != "running":
+                self.log.warning("discarding dead pooled sandbox %s", record.container_name)
+                self._spawn(self._destroy(record))
+                continue
+            record.bind(meta)
+            self._bind_session(record)
+            return record.container_name
+        return await self._create(spec_type, meta, {})
+
+    async def create(
+        self,
+        sandbox_type: str | None = None,
+        mount_dir: str | None = None,
+        storage_path: str | None = None,
+        environment: dict[str, str] | None = None,
+        meta: dict | None = None,
+    ) -> str | None:
+        spec_type = registry.resolve(sandbox_type, self.settings.sandbox_types[0])
+        if mount_dir or storage_path:
+            # Host paths chosen by a client would expose the host (upstream §7.2 item 6).
+            self.log.warning("ignoring client-supplied mount_dir/storage_path on create")
+        environment = environment or {}
+        bad = [k for k, v in environment.items() if not isinstance(v, str)]
+        if bad:
+            raise InvalidRequest(f"environment values must be strings; not: {', '.join(bad)}")
+        return await self._create(spec_type, meta, environment)
+
+    async def _create(
+        self, spec_type: registry.SandboxType, meta: dict | None, environment: dict[str, str]
+    ) -> str | None:
+        if not self._admit():
+            self.log.warning(
+                "refused to create a %s sandbox: max_sandboxes=%d reached",
+                spec_type.name,
+                self.settings.max_sandboxes,
+            )
+            return None
+        self._pending.setdefault("", 0)
+        self._pending[""] += 1  # counted against max_sandboxes while it starts
+        try:
+            record = await self._make(spec_type, meta, environment)
+        except BackendError as e:
+            self.log.error("creating a %s sandbox failed: %s", spec_type.name, e)
+            return None
+        finally:
+            self._pending[""] -= 1
+        return record.container_name
+
+    # -- lookup ------------------------------------------------------------------------------
+
+    def _lookup(self, identity: str) -> SandboxRecord:
+        if not isinstance(identity, str) or not identity:
+            raise InvalidRequest("identity must be a non-empty string (a sandbox id)")
+        record = self.records.get(identity) or self.records.get(
+            self.settings.container_prefix + identity
+        )
+        for _ in range(MAX_REDIRECTS):
+            if record is None:
+                raise SandboxNotFound(identity)
+            if record.state != State.REPLACED or not record.redirect_to:
+                return record
+            record = self.records.get(record.redirect_to)
+        raise InvalidRequest(f"Redirect loop detected for {identity}")
+
+    def _live(self, identity: str) -> tuple[SandboxRecord, BoxClient]:
+        record = self._lookup(identity)
+        client = self._clients.get(record.container_name)
+        if record.state not in LIVE_STATES or client is None:
+            raise SandboxNotFound(f"{identity} (it is {record.state.value})")
+        return record, client
+
+    # -- RPCs --------------------------------------------------------------------------------
+
+    async def release(self, identity: str) -> bool:
+        try:
+            record = self._lookup(identity)
+        except SandboxNotFound:
+            return True  # already released, as upstream
+        if record.state == State.RELEASED:
+            return True
+        await self._destroy(record)
+        return True
+
+    async def _destroy(self, record: SandboxRecord) -> None:
+        record.state = State.RELEASED
+        record.released_at = record.updated_at = time.time()
+        if record.session_ctx_id in self.sessions:
+            names = self.sessions[record.session_ctx_id]
+            with contextlib.suppress(ValueError):
+                names.remove(record.container_name)
+            if not names:
+                del self.sessions[record.session_ctx_id]
+        client = self._clients.pop(record.container_name, None)
+        if client is not None:
+            await client.aclose()
+        if record.container_id:
+            try:
+                await self.backend.destroy(record.container_id)
+            except Exception as e:  # keep going: the record must not stay live
+                self.log.error("destroying %s failed: %s", record.container_name, e)
+        self._remove_workspace(record.mount_dir)
+
+    def _remove_workspace(self, path: str) -> None:
+        # Only empty workspaces go: files a sandbox wrote are its user's data.
+        with contextlib.suppress(OSError):
+            os.rmdir(path)
+
+    async def get_info(self, identity: str) -> dict[str, Any]:
+        return self._lookup(identity).to_wire()
+
+    async def get_status(self, identity: str) -> str | None:
+        try:
+            record = self._lookup(identity)
+        except SandboxNotFound:
+            return None
+        if record.state == State.RELEASED:
+            return "removed"
+        return self.backend.status(record.container_id or "") or "exited"
+
+    async def start(self, identity: str) -> bool:
+        """Start a stopped sandbox again: a fresh box on the same workspace."""
+        try:
+            record = self._lookup(identity)
+        except SandboxNotFound:
+            return False
+        if record.state not in LIVE_STATES:
+            return False
+        if self.backend.status(record.container_id or "") == "running":
+            return True
+        spec_type = registry.resolve(record.sandbox_type, record.sandbox_type)
+        spec = SandboxSpec(
+            name=record.container_name,
+            sandbox_type=record.sandbox_type,
+            image=record.version,
+            workspace=record.mount_dir,
+            token=record.runtime_token,
+            call_timeout=record.timeout,
+            limits=self.settings.limits,
+            network=self.settings.network,
+            readonly_mounts=self.settings.readonly_mounts,
+            environment=dict(spec_type.environment),
+            labels={"server-id": self.settings.server_id, "sandbox-type": record.sandbox_type},
+        )
+        os.makedirs(record.mount_dir, exist_ok=True)
+        try:
+            started = await self.backend.create(spec)
+        except BackendError as e:
+            self.log.error("starting %s failed: %s", record.container_name, e)
+            return False
+        old = self._clients.pop(record.container_name, None)
+        if old is not None:
+            await old.aclose()
+        record.container_id, record.url = started.container_id, started.url
+        self._clients[record.container_name] = BoxClient(
+            started.url, record.runtime_token, record.timeout
+        )
+        return True
+
+    async def stop(self, identity: str) -> bool:
+        """Stop a sandbox's processes; its record and workspace stay (status `exited`)."""
+        try:
+            record = self._lookup(identity)
+        except SandboxNotFound:
+            return False
+        if record.state not in LIVE_STATES:
+            return False
+        if record.container_id:
+            await self.backend.destroy(record.container_id)
+        return True
+
+    async def check_health(self, identity: str) -> bool:
+        record, client = self._live(identity)
+        record.touch()
+        return await client.healthy()
+
+    async def list_tools(
+        self, identity: str, tool_type: str | None = None, **extra: Any
+    ) -> dict[str, Any]:
+        record, client = self._live(identity)
+        record.touch()
+        try:
+            response = await client.request("GET", "/mcp/list_tools")
+            groups = response.json() if response.status_code == 200 else {}
+        except BoxUnreachable as e:
+            return tool_error(self._unreachable(record, e))
+        groups["generic"] = _generic_group()
+        if tool_type:
+            return {tool_type: groups.get(tool_type, {})}
+        return groups
+
+    async def call_tool(
+        self, identity: str, tool_name: str, arguments: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        if not isinstance(tool_name, str) or not tool_name:
+            raise InvalidRequest("tool_name must be a non-empty string")
+        arguments = arguments or {}
+        if not isinstance(arguments, dict):
+            raise InvalidRequest("arguments must be a JSON object")
+        record, client = self._live(identity)
+        record.touch()
+        if tool_name in GENERIC_TOOLS:
+            path, body = f"/tools/{tool_name}", arguments
+        else:
+            path, body = "/mcp/call_tool", {"tool_name": tool_name, "arguments": arguments}
+        try:
+            response = await client.request("POST", path, json=body)
+        except BoxUnreachable as e:
+            return tool_error(self._unreachable(record, e))
+        if response.status_code != 200:
+            return tool_error(_detail(response))
+        return response.json()
+
+    async def add_mcp_servers(
+        self, identity: str, server_configs: dict | None = None, overwrite: bool = False
+    ) -> Any:
+        record, client = self._live(identity)
+        record.touch()
+        try:
+            response = await client.request(
+                "POST",
+                "/mcp/add_servers",
+                json={"server_configs": server_configs or {}, "overwrite": bool(overwrite)},
+            )
+        except BoxUnreachable as e:
+            return tool_error(self._unreachable(record, e))
+        if response.status_code != 200:
+            return tool_error(_detail(response))
+        return response.text
+
+    async def get_session_mapping(self, session_ctx_id: str) -> list[str]:
+        return list(self.sessions.get(session_ctx_id, []))
+
+    async def list_session_keys(self) -> list[str]:
+        return list(self.sessions)
+
+    async def cleanup(self) -> None:
+        """Destroy every sandbox this server made, pooled ones included."""
+        doomed = [r for r in self.records.values() if r.state in LIVE_STATES]
+        for pool in self.pools.values():
+            pool.clear()
+        await asyncio.gather(*(self._destroy(r) for r in doomed))
+        if doomed:
+            self.log.info("destroyed %d sandbox(es)", len(doomed))
+        if not self._closing:
+            for sandbox_type in self.pools:
+                self._refill(sandbox_type)
+
+    # -- proxy -------------------------------------------------------------------------------
+
+    async def open_proxy(
+        self,
+        identity: str,
+        method: str,
+        path: str,
+        params: Any,
+        headers: dict[str, str],
+        body: bytes | None,
+    ):
+        """Forward one request to the box's workspace API; the caller streams the reply."""
+        record, client = self._live(identity)
+        record.touch()
+        try:
+            return await client.stream(method, "/" + path.lstrip("/"), params, headers, body)
+        except BoxUnreachable as e:
+            raise BackendError(self._unreachable(record, e)) from e
+
+    def _unreachable(self, record: SandboxRecord, error: Exception) -> str:
+        status = self.backend.status(record.container_id or "")
+        if status != "running":
+            return f"Sandbox {record.container_name} is not running (status: {status})."
+        return f"Sandbox {record.container_name} did not answer: {error}"
+
+    def describe(self) -> list[dict[str, Any]]:
+        return [r.to_wire() for r in self.records.values()]
+
+
+def _detail(response: Any) -> str:
+    try:
+        return str(response.json().get("detail") or response.text)
+    except ValueError:
+        return response.text or f"HTTP {response.status_code}"

@@ -1,0 +1,250 @@
+"""HTTP handlers: the AgentScope wire routes, the workspace proxy and the health probe.
+
+A handler decodes the request, calls one manager coroutine, and encodes `{"data": …}`;
+errors become `{"detail": "Error in <route>: …"}` with a status saying what went wrong
+(400 bad body, 401 no or wrong token, 404 unknown sandbox, 502 a sandbox that does not
+answer). The official SDK treats every non-2xx alike, so specific statuses cost nothing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from typing import Any
+
+from jupyter_server.auth import User
+from jupyter_server.base.handlers import JupyterHandler
+from jupyter_server.extension.handler import ExtensionHandlerMixin
+from jupyter_server.utils import url_path_join
+from tornado import web
+
+from ..backends import BackendError
+from ..manager import InvalidRequest, SandboxManager, SandboxNotFound, UnknownSandboxType
+from .auth import bearer_from_header, token_matches
+
+# Route name → manager method. Every route also answers as `<name>_async`.
+RPC_METHODS = (
+    "create_from_pool",
+    "create",
+    "release",
+    "get_info",
+    "get_status",
+    "start",
+    "stop",
+    "check_health",
+    "list_tools",
+    "call_tool",
+    "add_mcp_servers",
+    "get_session_mapping",
+    "list_session_keys",
+    "cleanup",
+)
+# Routes that pass unknown keys through (upstream gives them to the box client).
+OPEN_ROUTES = {"list_tools"}
+SANDBOX_CLIENT = User(username="sandbox-client", name="sandbox client")
+HOP_BY_HOP = {
+    "host", "connection", "keep-alive", "proxy-authenticate", "proxy-authorization", "te",
+    "trailers", "transfer-encoding", "upgrade", "authorization", "cookie", "content-length",
+}  # fmt: skip
+
+
+class SandboxHandler(ExtensionHandlerMixin, JupyterHandler):
+    """Base handler: bearer auth (or Jupyter's own auth in extension mode), JSON errors."""
+
+    @property
+    def sandbox_app(self) -> Any:
+        return self.extensionapp
+
+    @property
+    def manager(self) -> SandboxManager:
+        return self.sandbox_app.manager
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        app = self.sandbox_app
+        expected = app.bearer_token
+        given = bearer_from_header(self.request.headers.get("Authorization"))
+        if (not expected and app.standalone) or token_matches(given, expected):
+            # Our token (or an open standalone server): no Jupyter login, no XSRF cookie.
+            self._sandbox_token_auth = True
+            self.current_user = self._jupyter_current_user = SANDBOX_CLIENT
+            return
+        if app.standalone:
+            raise _unauthorized(given)
+        user = self.identity_provider.get_user(self)
+        if inspect.isawaitable(user):
+            user = await user
+        if user is None:
+            raise _unauthorized(given)
+        self.current_user = self._jupyter_current_user = user
+        if self.request.method not in {"GET", "HEAD", "OPTIONS"}:
+            self.check_xsrf_cookie()
+
+    def check_xsrf_cookie(self) -> None:
+        if getattr(self, "_sandbox_token_auth", False):
+            return None  # bearer-token requests carry no cookies, so XSRF cannot apply
+        return super().check_xsrf_cookie()
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, web.HTTPError):
+            return  # expected refusals: the access log line already says status and route
+        super().log_exception(typ, value, tb)
+
+    def write_json(self, payload: Any, status: int = 200) -> None:
+        self.set_status(status)
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps(payload))
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        detail = getattr(exc, "log_message", None) or self._reason
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", "Bearer")
+        self.set_header("Content-Type", "application/json")
+        self.finish(json.dumps({"detail": detail}))
+
+
+def _unauthorized(given: str | None) -> web.HTTPError:
+    message = "Invalid authentication credentials" if given else "Authentication required"
+    return web.HTTPError(401, message)
+
+
+class HealthHandler(ExtensionHandlerMixin, JupyterHandler):
+    """`GET /health`: the only unauthenticated route (load balancers and probes use it)."""
+
+    def check_xsrf_cookie(self) -> None:
+        return None
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        return None
+
+    def get(self) -> None:
+        app = self.extensionapp
+        self.set_header("Content-Type", "application/json")
+        self.finish(
+            json.dumps(
+                {
+                    "status": "healthy",
+                    "version": str(list(app.sandbox_types)),
+                    "backend": app.backend,
+                    "pools": app.manager.pool_status(),
+                }
+            )
+        )
+
+
+class RPCHandler(SandboxHandler):
+    """`POST /<method>` and `POST /<method>_async`: JSON kwargs in, `{"data": …}` out."""
+
+    async def post(self, route: str) -> None:
+        name = route.removesuffix("_async")
+        kwargs = self._kwargs(route, name)
+        method = getattr(self.manager, name)
+        try:
+            result = await method(**kwargs)
+        except SandboxNotFound as e:
+            raise web.HTTPError(404, f"Error in {route}: {e}") from None
+        except (InvalidRequest, UnknownSandboxType) as e:
+            raise web.HTTPError(400, f"Error in {route}: {e}") from None
+        except BackendError as e:
+            raise web.HTTPError(502, f"Error in {route}: {e}") from None
+        self.write_json({"data": result})
+
+    def _kwargs(self, route: str, name: str) -> dict[str, Any]:
+        body = self.request.body.strip()
+        try:
+            kwargs = json.loads(body) if body else {}
+        except ValueError as e:
+            raise web.HTTPError(400, f"Error in {route}: malformed JSON body: {e}") from None
+        if kwargs is None:
+            kwargs = {}
+        if not isinstance(kwargs, dict):
+            raise web.HTTPError(400, f"Error in {route}: the body must be a JSON object")
+        params = _parameters(name)
+        if "args" in kwargs and params:
+            # The official async SDK sends `{"args": <first positional>}` (wire §1.3.10).
+            args = kwargs.pop("args")
+            first = args[0] if isinstance(args, list) and args else args
+            kwargs.setdefault(params[0], first)
+        kwargs = {k: v for k, v in kwargs.items() if v is not None}
+        if name not in OPEN_ROUTES:
+            unknown = sorted(set(kwargs) - set(params))
+            if unknown:
+                raise web.HTTPError(
+                    400,
+                    f"Error in {route}: unexpected keyword argument(s) {', '.join(unknown)}; "
+                    f"expected: {', '.join(params) or 'none'}",
+                )
+        required = _required(name)
+        missing = [p for p in required if p not in kwargs]
+        if missing:
+            raise web.HTTPError(400, f"Error in {route}: missing {', '.join(missing)}")
+        return kwargs
+
+
+def _parameters(name: str) -> list[str]:
+    sig = inspect.signature(getattr(SandboxManager, name))
+    return [
+        p.name
+        for p in sig.parameters.values()
+        if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+
+
+def _required(name: str) -> list[str]:
+    sig = inspect.signature(getattr(SandboxManager, name))
+    return [
+        p.name
+        for p in sig.parameters.values()
+        if p.name != "self" and p.default is p.empty and p.kind == p.POSITIONAL_OR_KEYWORD
+    ]
+
+
+class ProxyHandler(SandboxHandler):
+    """`/proxy/<id>/<path>`: streams to the box's workspace API with the box's own token.
+
+    The client's Authorization header is replaced, not forwarded (upstream forwards both and
+    every `fs` call fails with 403 when a bearer token is set).
+    """
+
+    async def _forward(self, identity: str, path: str) -> None:
+        headers = {k: v for k, v in self.request.headers.items() if k.lower() not in HOP_BY_HOP}
+        params = [
+            (k, v.decode(errors="replace"))
+            for k, values in self.request.query_arguments.items()
+            for v in values
+        ]
+        try:
+            response = await self.manager.open_proxy(
+                identity, self.request.method, path, params, headers, self.request.body or None
+            )
+        except SandboxNotFound:
+            raise web.HTTPError(404, f"sandbox not found: {identity}") from None
+        except BackendError as e:
+            raise web.HTTPError(502, f"proxy upstream error: {e}") from None
+        try:
+            self.set_status(response.status_code)
+            for key, value in response.headers.items():
+                if key.lower() not in HOP_BY_HOP:
+                    self.set_header(key, value)
+            if response.status_code == 204:
+                self.clear_header("Content-Type")
+                await self.finish()
+                return
+            async for chunk in response.aiter_raw():
+                self.write(chunk)
+                await self.flush()
+            await self.finish()
+        finally:
+            await response.aclose()
+
+    get = post = put = delete = patch = _forward  # type: ignore[assignment]
+
+
+def route_table(prefix: str) -> list[tuple[str, type, dict]]:
+    """Handler patterns under `prefix` (`""` standalone, `"sandbox"` inside Jupyter)."""
+    rpc = "|".join(f"{m}(?:_async)?" for m in RPC_METHODS)
+    return [
+        (url_path_join("/", prefix, "health"), HealthHandler, {}),
+        (url_path_join("/", prefix, rf"({rpc})"), RPCHandler, {}),
+        (url_path_join("/", prefix, r"proxy/([^/]+)/(.*)"), ProxyHandler, {}),
+    ]

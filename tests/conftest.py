@@ -1,0 +1,131 @@
+"""Shared fixtures: a real `jupyter sandbox-server` process, and the official SDK's interpreter."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import requests
+
+ROOT = Path(__file__).resolve().parent.parent
+TOKEN = "test-token-0123456789"
+AGENTSCOPE_VERSION = "1.1.6.post2"
+DEFAULT_SDK_VENV = Path.home() / ".cache" / "jupyter-sandbox" / "agentscope-sdk"
+
+pytest_plugins = ["pytest_jupyter.jupyter_server"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    url: str
+    token: str
+    proc: subprocess.Popen
+    cwd: Path
+    log: Path
+
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    def rpc(self, route: str, **body) -> requests.Response:
+        return requests.post(f"{self.url}/{route}", json=body, headers=self.headers, timeout=120)
+
+    def data(self, route: str, **body):
+        response = self.rpc(route, **body)
+        assert response.status_code == 200, response.text
+        return response.json()["data"]
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_server(tmp: Path, *args: str, token: str | None = TOKEN, wait: bool = True) -> Server:
+    """Start `jupyter sandbox-server` on a free port in `tmp` (its cwd and state)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    cmd = [
+        sys.executable, "-m", "jupyter_sandbox.app", f"--port={port}",
+        f"--LocalBackend.state_dir={tmp / 'state'}",
+        f"--ServerApp.runtime_dir={tmp / 'runtime'}",
+        *args,
+    ]  # fmt: skip
+    if token is not None:
+        cmd.append(f"--SandboxApp.bearer_token={token}")
+    log = tmp / "server.log"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_SANDBOX", "PYTEST"))}
+    proc = subprocess.Popen(
+        cmd, cwd=tmp, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env
+    )
+    server = Server(f"http://127.0.0.1:{port}", token or "", proc, tmp, log)
+    if wait:
+        wait_healthy(server)
+    return server
+
+
+def wait_healthy(server: Server, pools: bool = True, timeout: float = 60) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise AssertionError(f"server exited {server.proc.returncode}:\n{server.log_text()}")
+        try:
+            health = requests.get(f"{server.url}/health", timeout=2).json()
+            if not pools or all(p["warm"] >= p["target"] for p in health["pools"].values()):
+                return health
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.05)
+    raise AssertionError(f"server not ready in {timeout} s:\n{server.log_text()}")
+
+
+def stop_server(server: Server, sig: int = signal.SIGTERM) -> int:
+    if server.proc.poll() is None:
+        server.proc.send_signal(sig)
+        try:
+            server.proc.wait(30)
+        except subprocess.TimeoutExpired:
+            server.proc.kill()
+            server.proc.wait()
+    return server.proc.returncode
+
+
+@pytest.fixture(scope="session")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One shared server: token set, pool of 2 base sandboxes, short call timeout."""
+    srv = start_server(
+        tmp_path_factory.mktemp("server"),
+        "--SandboxApp.pool_size=2",
+        "--SandboxApp.call_timeout=8",
+        "--SandboxApp.memory_limit=512m",
+        "--SandboxApp.pids_limit=128",
+    )
+    yield srv
+    stop_server(srv)
+
+
+@pytest.fixture(scope="session")
+def agentscope_python() -> str:
+    """The interpreter of a venv holding the official SDK (created on first use)."""
+    python = os.environ.get("AGENTSCOPE_PYTHON") or str(DEFAULT_SDK_VENV / "bin" / "python")
+    probe = [python, "-c", "import agentscope_runtime.sandbox"]
+    if not os.path.exists(python) or subprocess.run(probe, capture_output=True).returncode:
+        subprocess.run([sys.executable, "-m", "venv", str(DEFAULT_SDK_VENV)], check=True)
+        python = str(DEFAULT_SDK_VENV / "bin" / "python")
+        subprocess.run(
+            [python, "-m", "pip", "install", "-q", f"agentscope-runtime=={AGENTSCOPE_VERSION}"],
+            check=True,
+        )
+    return python
