@@ -47,7 +47,8 @@ def enter_and_call():
     with BaseSandbox(base_url=url, bearer_token=token) as sb:
         sb.run_shell_command(command="true")
 
-result = {"enter_first_call": timed(enter_and_call, max(10, n // 10), pause=float(os.environ.get("REFILL_PAUSE", "1.0")))}
+pause = float(os.environ.get("REFILL_PAUSE", "1.0"))  # lets the pool refill between claims
+result = {"enter_first_call": timed(enter_and_call, max(10, n // 10), pause=pause)}
 with BaseSandbox(base_url=url, bearer_token=token) as sb:
     sb.run_ipython_cell(code="1+1"); sb.run_shell_command(command="true")
     result["run_shell_command"] = timed(lambda: sb.run_shell_command(command="true"), n)
@@ -91,7 +92,9 @@ def idle_rss(tmp: Path) -> dict:
     server = start_server(tmp / "rss", "--SandboxApp.pool_size=1")
     try:
         sid = server.data("create_from_pool", sandbox_type="base")
-        server.data("call_tool", identity=sid, tool_name="run_ipython_cell", arguments={"code": "1"})
+        server.data(
+            "call_tool", identity=sid, tool_name="run_ipython_cell", arguments={"code": "1"}
+        )
         time.sleep(1)
         cgroup = Path("/sys/fs/cgroup/memory/jupyter-sandbox") / sid / "cgroup.procs"
         pids = [int(p) for p in cgroup.read_text().split()]
@@ -99,7 +102,9 @@ def idle_rss(tmp: Path) -> dict:
         for pid in pids:
             status = Path(f"/proc/{pid}/status").read_text()
             name = status.split("\n", 1)[0].split()[1]
-            kb = int(next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS")))
+            kb = int(
+                next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
+            )
             rss[f"{name}[{pid}]"] = round(kb / 1024, 1)
         return {"total_mb": round(sum(rss.values()), 1), "processes_mb": rss}
     finally:
@@ -118,8 +123,12 @@ def main() -> None:
     report: dict = {"machine": {"cpus": os.cpu_count()}}
     server = start_server(tmp / "warm", "--SandboxApp.pool_size=2")
     try:
-        report["ours_via_official_sdk"] = run_client(official, "official", server.url, server.token, args.n)
-        report["ours_via_our_sdk"] = run_client(sys.executable, "ours", server.url, server.token, args.n)
+        report["ours_via_official_sdk"] = run_client(
+            official, "official", server.url, server.token, args.n
+        )
+        report["ours_via_our_sdk"] = run_client(
+            sys.executable, "ours", server.url, server.token, args.n
+        )
     finally:
         stop_server(server)
     report["cold_create_to_ready"] = cold_create(tmp, 20)
@@ -127,8 +136,11 @@ def main() -> None:
     if args.peer:
         peer_dir = HERE.parent.parent / "shared" / "peer"
         subprocess.run(["bash", str(peer_dir / "setup.sh")], check=True, capture_output=True)
-        pid = int(subprocess.run(["bash", str(peer_dir / "run-server.sh"), "8100", "2"],
-                                 capture_output=True, text=True, check=True).stdout.split()[-1])  # fmt: skip
+        started = subprocess.run(
+            ["bash", str(peer_dir / "run-server.sh"), "8100", "2"],
+            capture_output=True, text=True, check=True,
+        )  # fmt: skip
+        pid = int(started.stdout.split()[-1])
         try:
             for _ in range(600):
                 try:

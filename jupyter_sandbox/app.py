@@ -38,8 +38,7 @@ from traitlets import (
 from . import __version__, envfile
 from .backends import BackendUnavailable, Limits
 from .backends.local import LocalBackend
-from .manager import ManagerSettings, SandboxManager
-from .manager import registry
+from .manager import ManagerSettings, SandboxManager, registry
 from .server_ext import route_table
 
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
@@ -154,7 +153,7 @@ class SandboxApp(ExtensionApp):
         0,
         config=True,
         help="Most sandboxes alive at once, pooled ones included; 0 = unlimited "
-        "(seed MAX_SANDBOX_INSTANCES). Over it, create calls answer {\"data\": null}. Default: 0.",
+        '(seed MAX_SANDBOX_INSTANCES). Over it, create calls answer {"data": null}. Default: 0.',
     )
     auto_cleanup = Bool(
         True,
@@ -225,9 +224,7 @@ class SandboxApp(ExtensionApp):
         help="Memory limit per sandbox, e.g. 512m or 2g. Default: 1g.",
     )
     cpu_limit = Float(1.0, config=True, help="CPUs per sandbox (e.g. 0.5). Default: 1.0.")
-    pids_limit = Int(
-        256, config=True, help="Most processes and threads per sandbox. Default: 256."
-    )
+    pids_limit = Int(256, config=True, help="Most processes and threads per sandbox. Default: 256.")
 
     @validate("memory_limit")
     def _check_memory(self, proposal: Any) -> Any:
@@ -261,6 +258,7 @@ class SandboxApp(ExtensionApp):
         kwargs.setdefault("port", 8000)
         kwargs.setdefault("ip", "127.0.0.1")
         kwargs.setdefault("open_browser", False)
+        kwargs.setdefault("port_retries", 0)  # clients are told one port; never drift
         # Root is how the local backend gets cgroups and an unprivileged sandbox user.
         kwargs.setdefault("allow_root", True)
         return super().make_serverapp(**kwargs)
@@ -285,7 +283,11 @@ class SandboxApp(ExtensionApp):
             self.log.warning(note)
         os.environ.update(environment)
         for section, target in (("SandboxApp", self), ("ServerApp", serverapp)):
-            explicit = self.config.get(section, {}) if section == "SandboxApp" else serverapp.config.get(section, {})
+            explicit = (
+                self.config.get(section, {})
+                if section == "SandboxApp"
+                else serverapp.config.get(section, {})
+            )
             for trait, value in config.get(section, {}).items():
                 if trait in explicit:
                     continue  # a flag or config file said otherwise; it wins
@@ -330,8 +332,9 @@ class SandboxApp(ExtensionApp):
             )
         unknown = [t for t in self.sandbox_types if not registry.is_known(t)]
         if unknown or not self.sandbox_types:
+            named = ", ".join(unknown) or "(none given)"
             self._fail(
-                f"SandboxApp.sandbox_types: unknown type(s) {', '.join(unknown) or '(none given)'}; "
+                f"SandboxApp.sandbox_types: unknown type(s) {named}; "
                 f"known: {', '.join(registry.known_names())}"
             )
         ip = self.serverapp.ip
@@ -363,9 +366,7 @@ class SandboxApp(ExtensionApp):
     def initialize_settings(self) -> None:
         self.server_id = uuid.uuid4().hex[:12]
         self._check_settings()
-        canonical = list(
-            dict.fromkeys(registry.resolve(t, t).name for t in self.sandbox_types)
-        )
+        canonical = list(dict.fromkeys(registry.resolve(t, t).name for t in self.sandbox_types))
         settings = ManagerSettings(
             server_id=self.server_id,
             sandbox_types=canonical,
@@ -417,6 +418,3 @@ class SandboxApp(ExtensionApp):
 
 
 main = launch_new_instance = SandboxApp.launch_instance
-
-if __name__ == "__main__":
-    main()

@@ -47,7 +47,9 @@ def _json_dict(value: str) -> dict:
 
 def _port_range(value: str) -> list[int]:
     parsed = json.loads(value.replace("(", "[").replace(")", "]"))
-    if not (isinstance(parsed, list) and len(parsed) == 2 and all(isinstance(p, int) for p in parsed)):
+    if not (
+        isinstance(parsed, list) and len(parsed) == 2 and all(isinstance(p, int) for p in parsed)
+    ):
         raise ValueError("expected [first, last]")
     return parsed
 

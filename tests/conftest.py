@@ -58,18 +58,16 @@ def start_server(tmp: Path, *args: str, token: str | None = TOKEN, wait: bool = 
     tmp.mkdir(parents=True, exist_ok=True)
     port = free_port()
     cmd = [
-        sys.executable, "-m", "jupyter_sandbox.app", f"--port={port}",
+        sys.executable, "-m", "jupyter_sandbox", f"--port={port}",
         f"--LocalBackend.state_dir={tmp / 'state'}",
-        f"--ServerApp.runtime_dir={tmp / 'runtime'}",
         *args,
     ]  # fmt: skip
     if token is not None:
         cmd.append(f"--SandboxApp.bearer_token={token}")
     log = tmp / "server.log"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_SANDBOX", "PYTEST"))}
-    proc = subprocess.Popen(
-        cmd, cwd=tmp, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env
-    )
+    env["JUPYTER_RUNTIME_DIR"] = str(tmp / "runtime")
+    proc = subprocess.Popen(cmd, cwd=tmp, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
     server = Server(f"http://127.0.0.1:{port}", token or "", proc, tmp, log)
     if wait:
         wait_healthy(server)

@@ -612,7 +612,6 @@ def test_typed_helpers_sync(
     assert _stdout_of(result) == [tool, arguments]
 
 
-@pytest.mark.asyncio
 @pytest.mark.parametrize(("cls", "method", "args", "kwargs", "tool", "arguments"), HELPERS)
 async def test_typed_helpers_async(
     server: FakeServer,
@@ -926,7 +925,6 @@ def test_close_logs_and_swallows_errors(
 # ========================================================================== async API
 
 
-@pytest.mark.asyncio
 async def test_async_lifecycle_exact_calls(server: FakeServer) -> None:
     cfg = {"mcpServers": {}}
     async with BaseSandboxAsync(base_url=server.url, bearer_token=TOKEN) as sb:
@@ -980,7 +978,6 @@ async def test_async_lifecycle_exact_calls(server: FakeServer) -> None:
     assert len(async_ports) == 1
 
 
-@pytest.mark.asyncio
 async def test_async_start_close_and_types(server: FakeServer) -> None:
     sb = SandboxAsync(base_url=server.url)
     assert await sb.start_async() is sb
@@ -1000,7 +997,6 @@ async def test_async_start_close_and_types(server: FakeServer) -> None:
         assert server.requests[0].json["sandbox_type"] == typ
 
 
-@pytest.mark.asyncio
 async def test_async_errors(server: FakeServer, caplog: pytest.LogCaptureFixture) -> None:
     server.answer_with(
         "POST", "create_from_pool_async", Answer(401, {"detail": "Authentication required"})
@@ -1035,7 +1031,6 @@ async def test_async_errors(server: FakeServer, caplog: pytest.LogCaptureFixture
         await gone.start_async()
 
 
-@pytest.mark.asyncio
 async def test_async_timeout(server: FakeServer, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("RUNTIME_SANDBOX_TIMEOUT", "0.2")
     server.answer_with("POST", "call_tool_async", Answer(body={"data": 1}, delay=1.0))
@@ -1045,7 +1040,6 @@ async def test_async_timeout(server: FakeServer, monkeypatch: pytest.MonkeyPatch
     await sb.close_async()
 
 
-@pytest.mark.asyncio
 async def test_async_desktop_url(server: FakeServer) -> None:
     sb = GuiSandboxAsync(sandbox_id="sb-g", base_url=server.url)
     url = await sb.get_desktop_url_async()
@@ -1057,7 +1051,6 @@ async def test_async_desktop_url(server: FakeServer) -> None:
     await sb.close_async()
 
 
-@pytest.mark.asyncio
 async def test_fs_async_requests(server: FakeServer, tmp_path: Any) -> None:
     local = tmp_path / "local.bin"
     local.write_bytes(b"Q" * 5000)

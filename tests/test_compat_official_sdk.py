@@ -26,7 +26,11 @@ out = {}
 
 def run_sdk(python: str, server: Server, body: str, token: str | None = None) -> dict:
     script = PRELUDE + textwrap.dedent(body) + "\nprint('RESULT=' + json.dumps(out, default=str))\n"
-    env = {"SANDBOX_URL": server.url, "SANDBOX_TOKEN": token or server.token, "PATH": "/usr/bin:/bin"}
+    env = {
+        "SANDBOX_URL": server.url,
+        "SANDBOX_TOKEN": token or server.token,
+        "PATH": "/usr/bin:/bin",
+    }
     proc = subprocess.run(
         [python, "-c", script], capture_output=True, text=True, env=env, timeout=300
     )
@@ -104,7 +108,10 @@ def test_shell_result_shape(sync_run: dict) -> None:
     echo = sync_run["echo"]
     assert echo["isError"] is False
     assert echo["content"][0] == {
-        "type": "text", "text": "hi\n", "annotations": None, "description": "stdout"
+        "type": "text",
+        "text": "hi\n",
+        "annotations": None,
+        "description": "stdout",
     }
     assert echo["content"][-1]["description"] == "returncode"
     assert echo["content"][-1]["text"] == "0"
@@ -207,9 +214,7 @@ def test_unknown_type_is_rejected(server: Server) -> None:
 
 
 def test_max_sandboxes_makes_enter_raise(agentscope_python: str, tmp_path) -> None:
-    limited = start_server(
-        tmp_path, "--SandboxApp.pool_size=1", "--SandboxApp.max_sandboxes=1"
-    )
+    limited = start_server(tmp_path, "--SandboxApp.pool_size=1", "--SandboxApp.max_sandboxes=1")
     try:
         out = run_sdk(
             agentscope_python,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from tornado.httpclient import HTTPClientError
+from tornado.httpclient import AsyncHTTPClient, HTTPClientError
 
 BEARER = "ext-bearer-token"
 
@@ -45,13 +45,22 @@ async def test_extension_is_listed(jp_serverapp) -> None:
     assert jp_serverapp.extension_manager.extensions["jupyter_sandbox"].enabled
 
 
-async def test_health_is_open(jp_fetch) -> None:
-    response = await jp_fetch("sandbox", "health", headers={"Authorization": ""})
+async def raw(jp_http_port: int, jp_base_url: str, route: str, **kwargs):
+    """A request without jp_fetch's automatic Jupyter token."""
+    url = f"http://localhost:{jp_http_port}{jp_base_url}sandbox/{route}"
+    return await AsyncHTTPClient().fetch(url, raise_error=False, **kwargs)
+
+
+async def test_health_is_open(http_server_client, jp_http_port, jp_base_url) -> None:
+    response = await raw(jp_http_port, jp_base_url, "health")
+    assert response.code == 200
     assert json.loads(response.body)["status"] == "healthy"
 
 
 async def test_round_trip_with_jupyter_token(jp_fetch) -> None:
-    sid = (await rpc(jp_fetch, "create_from_pool", sandbox_type="base", meta={"session_ctx_id": "s1"}))["data"]
+    sid = (
+        await rpc(jp_fetch, "create_from_pool", sandbox_type="base", meta={"session_ctx_id": "s1"})
+    )["data"]
     try:
         result = (await rpc(jp_fetch, "call_tool", identity=sid, tool_name="run_shell_command",
                             arguments={"command": "echo inside-jupyter"}))["data"]  # fmt: skip
@@ -68,12 +77,17 @@ async def test_bearer_token_works_too(jp_fetch) -> None:
     assert keys == {"data": []}
 
 
-@pytest.mark.parametrize("auth", ["", "Bearer wrong", "token wrong"])
-async def test_bad_credentials_get_401(jp_fetch, auth: str) -> None:
-    with pytest.raises(HTTPClientError) as info:
-        await rpc(jp_fetch, "list_session_keys", headers={"Authorization": auth})
-    assert info.value.code == 401
-    assert "detail" in json.loads(info.value.response.body)
+@pytest.mark.parametrize("auth", [None, "Bearer wrong", "token wrong", "Basic Zm9vOmJhcg=="])
+async def test_bad_credentials_get_401(http_server_client, jp_http_port, jp_base_url, auth) -> None:
+    headers = {"Authorization": auth} if auth else {}
+    for route in ("list_session_keys", "create_from_pool", "cleanup"):
+        response = await raw(
+            jp_http_port, jp_base_url, route, method="POST", body="{}", headers=headers
+        )
+        assert response.code == 401, route
+        assert "detail" in json.loads(response.body)
+    response = await raw(jp_http_port, jp_base_url, "proxy/x/workspace/list", headers=headers)
+    assert response.code == 401
 
 
 async def test_proxy_under_base_url(jp_fetch) -> None:

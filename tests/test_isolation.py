@@ -58,7 +58,11 @@ def test_host_files_are_invisible(server: Server, sandbox: str) -> None:
 
 
 def test_runs_unprivileged_and_system_is_read_only(server: Server, sandbox: str) -> None:
-    result = shell(server, sandbox, "id -u; touch /usr/x 2>&1; touch /etc/x 2>&1; grep CapEff /proc/self/status")
+    result = shell(
+        server,
+        sandbox,
+        "id -u; touch /usr/x 2>&1; touch /etc/x 2>&1; grep CapEff /proc/self/status",
+    )
     out = stdout(result)
     assert out.splitlines()[0] != "0"
     assert out.count("Read-only file system") == 2
@@ -114,7 +118,13 @@ def test_sandbox_has_its_own_network(server: Server, sandbox: str) -> None:
 def test_sandboxes_cannot_see_each_other(server: Server, two_sandboxes: tuple[str, str]) -> None:
     a, b = two_sandboxes
     shell(server, a, "echo mine > /workspace/a.txt; echo tmp > /tmp/a.txt; sleep 30 & echo started")
-    out = stdout(shell(server, b, "ls /workspace /tmp; cat /tmp/a.txt 2>&1; ps -e -o comm= 2>/dev/null | grep -c sleep"))
+    out = stdout(
+        shell(
+            server,
+            b,
+            "ls /workspace /tmp; cat /tmp/a.txt 2>&1; ps -e -o comm= 2>/dev/null | grep -c sleep",
+        )
+    )
     assert "a.txt" not in out.replace("cat: /tmp/a.txt", "")
     assert out.strip().splitlines()[-1] == "0"
 

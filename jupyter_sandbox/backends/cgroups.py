@@ -133,4 +133,6 @@ class Cgroups:
 
 def rlimit_shell(limits: Limits) -> str:
     """The `ulimit` commands that approximate the limits where cgroups cannot be written."""
-    return f"ulimit -v {limits.memory_bytes // 1024} 2>/dev/null; ulimit -u {limits.pids} 2>/dev/null;"
+    return (
+        f"ulimit -v {limits.memory_bytes // 1024} 2>/dev/null; ulimit -u {limits.pids} 2>/dev/null;"
+    )

@@ -41,28 +41,25 @@ SLIRP_DNS = "10.0.2.3"
 
 
 def _python_roots() -> list[str]:
-    """The directories the box's interpreter and packages live in, without nesting."""
+    """The directories the box's interpreter and packages live in, without nesting.
+
+    An editable install lives in a source checkout: only the package directory of it is
+    exposed, never the checkout (which may be the server's working directory).
+    """
     candidates = {
         sys.prefix,
         sys.base_prefix,
         sys.exec_prefix,
         os.path.dirname(os.path.dirname(os.path.realpath(sys.executable))),
-        os.path.dirname(os.path.dirname(jupyter_sandbox.__file__)),
     }
-    # An editable install lives in a source checkout: expose the package, not the checkout.
-    package_dir = os.path.dirname(os.path.abspath(jupyter_sandbox.__file__))
-    roots = []
+    roots: list[str] = []
     for path in sorted(os.path.realpath(p) for p in candidates):
-        if path.startswith(("/usr/", "/etc/")) or path == "/usr":
+        if path == "/usr" or path.startswith(("/usr/", "/etc/")):
             continue
         if not any(path == r or path.startswith(r + os.sep) for r in roots):
             roots.append(path)
-    in_site = any(
-        package_dir.startswith(r + os.sep) and "-packages" in package_dir[len(r) :] for r in roots
-    )
-    if not in_site:
-        source_root = os.path.dirname(package_dir)
-        roots = [r for r in roots if r != source_root]
+    package_dir = os.path.dirname(os.path.realpath(jupyter_sandbox.__file__))
+    if not any(package_dir.startswith(r + os.sep) for r in [*roots, "/usr"]):
         roots.append(package_dir)
     return roots
 
@@ -88,6 +85,7 @@ class _Jail:
     state_dir: Path
     cgroup: CgroupSet | None
     slirp: asyncio.subprocess.Process | None = None
+    dir_fd: int | None = None
 
 
 class LocalBackend(Backend):
@@ -190,8 +188,15 @@ class LocalBackend(Backend):
             self._jails.pop(spec.name, None)
             await self._teardown(jail)
             raise
-        socket = state / "box.sock"
-        return Started(container_id=spec.name, url=f"unix:{socket}")
+        return Started(container_id=spec.name, url=f"unix:{self._socket_path(jail)}")
+
+    def _socket_path(self, jail: _Jail) -> str:
+        path = str(jail.state_dir / "box.sock")
+        if len(path.encode()) < 100:
+            return path
+        # AF_UNIX paths are limited to 108 bytes; reach a deep state dir through an fd.
+        jail.dir_fd = os.open(jail.state_dir, os.O_PATH | os.O_DIRECTORY)
+        return f"/proc/{os.getpid()}/fd/{jail.dir_fd}/box.sock"
 
     def _environment(self, spec: SandboxSpec) -> dict[str, str]:
         bin_dir = os.path.dirname(sys.executable)
@@ -205,7 +210,10 @@ class LocalBackend(Backend):
         env.update(spec.environment)
         return env
 
-    def _bwrap_args(self, spec: SandboxSpec, state: Path, resolv_fd: int | None) -> list[str]:
+    def _bwrap_args(
+        self, spec: SandboxSpec, state: Path, info_fd: int, resolv_fd: int | None
+    ) -> list[str]:
+        """The whole bubblewrap command line, ending with the box command."""
         a = [
             self.bwrap_path,
             "--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-net",
@@ -226,22 +234,30 @@ class LocalBackend(Backend):
             elif os.path.exists(path):
                 a += ["--ro-bind", "/dev/null", path]
         if resolv_fd is not None:
-            a += ["--ro-bind-data", str(resolv_fd), "/etc/resolv.conf"]
-        for root in self._python_roots:
-            a += ["--ro-bind", root, root]
-        for host, inside in spec.readonly_mounts.items():
+            a += ["--perms", "0644", "--ro-bind-data", str(resolv_fd), "/etc/resolv.conf"]
+        binds = [(root, root) for root in self._python_roots]
+        binds += list(spec.readonly_mounts.items())
+        # bwrap makes missing parent directories 0700 root, which the unprivileged sandbox
+        # user could not traverse; create them 0755 first.
+        parents = {str(p) for _, inside in binds for p in Path(inside).parents} - {"/"}
+        parents |= {"/run"}
+        for parent in sorted(parents, key=lambda p: p.count("/")):
+            if not parent.startswith(("/usr/", "/etc/")) and parent not in ("/usr", "/etc"):
+                a += ["--perms", "0755", "--dir", parent]
+        for host, inside in binds:
             a += ["--ro-bind", host, inside]
         a += [
             "--proc", "/proc",
             "--dev", "/dev",
-            "--tmpfs", "/tmp",
-            "--tmpfs", "/dev/shm",
+            "--perms", "1777", "--tmpfs", "/tmp",
+            "--perms", "1777", "--tmpfs", "/dev/shm",
             "--bind", spec.workspace, "/workspace",
             "--bind", str(state), SANDBOX_SOCKET_DIR,
             "--chdir", "/workspace",
         ]  # fmt: skip
         for key, value in self._environment(spec).items():
             a += ["--setenv", key, value]
+        a += ["--info-fd", str(info_fd)]
         if self._uid is not None:
             a += ["--cap-add", "CAP_SETUID", "--cap-add", "CAP_SETGID"]
             a += [
@@ -253,7 +269,7 @@ class LocalBackend(Backend):
                 "--no-new-privs",
                 "--",
             ]
-        return a
+        return [*a, *self._box_command(), f"unix:{SANDBOX_SOCKET_DIR}/box.sock"]
 
     def _box_command(self) -> list[str]:
         return [sys.executable, "-m", "jupyter_sandbox.box", "--listen"]
@@ -281,9 +297,7 @@ class LocalBackend(Backend):
             os.write(resolv_w, f"nameserver {SLIRP_DNS}\n".encode())
             os.close(resolv_w)
             pass_fds.append(resolv_r)
-        args = self._bwrap_args(spec, state, resolv_r)
-        args += ["--info-fd", str(info_w)]
-        args += [*self._box_command(), f"unix:{SANDBOX_SOCKET_DIR}/box.sock"]
+        args = self._bwrap_args(spec, state, info_w, resolv_r)
         join = ""
         if jail.cgroup is not None:
             join = 'for f in $SANDBOX_CGROUPS; do echo $$ > "$f"; done; '
@@ -308,6 +322,8 @@ class LocalBackend(Backend):
                 os.close(resolv_r)
         try:
             info = await asyncio.wait_for(self._read_info(info_r), self.ready_timeout)
+        except BackendError as e:
+            raise BackendError(f"{e}{self._log_tail(jail)}") from None
         finally:
             os.close(info_r)
         if spec.network:
@@ -422,6 +438,8 @@ class LocalBackend(Backend):
             await jail.slirp.wait()
         if jail.proc is not None:
             await jail.proc.wait()
+        if jail.dir_fd is not None:
+            os.close(jail.dir_fd)
         shutil.rmtree(jail.state_dir, ignore_errors=True)
 
     async def reap_orphans(self) -> int:

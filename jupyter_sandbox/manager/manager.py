@@ -142,7 +142,9 @@ class SandboxManager:
     def _refill(self, sandbox_type: str) -> None:
         if self._closing or sandbox_type not in self.pools:
             return
-        missing = self.settings.pool_size - len(self.pools[sandbox_type]) - self._pending[sandbox_type]
+        missing = (
+            self.settings.pool_size - len(self.pools[sandbox_type]) - self._pending[sandbox_type]
+        )
         for _ in range(missing):
             if not self._admit():
                 return
@@ -159,7 +161,9 @@ class SandboxManager:
         except Exception as e:
             self._pending[sandbox_type] -= 1
             delay = min(30.0, 0.5 * 2**attempt)
-            self.log.error("warming a %s sandbox failed (retry in %.1f s): %s", sandbox_type, delay, e)
+            self.log.error(
+                "warming a %s sandbox failed (retry in %.1f s): %s", sandbox_type, delay, e
+            )
             await asyncio.sleep(delay)
             if not self._closing and self._admit():
                 self._pending[sandbox_type] += 1
