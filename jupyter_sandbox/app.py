@@ -55,18 +55,16 @@ def parse_size(value: str | int) -> int:
     return int(float(number) * 1024 ** "bkmgt".index(unit.lower() or "b"))
 
 
-class TypeList(List):
-    """A list of sandbox types that also accepts `base,gui` and a JSON list on the command line."""
-
-    def from_string_list(self, s_list: list[str]) -> list[str]:
-        out: list[str] = []
-        for s in s_list:
-            s = s.strip()
-            if s.startswith("["):
-                out.extend(json.loads(s))
-            else:
-                out.extend(part.strip() for part in s.split(",") if part.strip())
-        return out
+def split_types(values: list[str] | str) -> list[str]:
+    """`["base,gui"]`, `'["base", "gui"]'` or `["base", "gui"]` → `["base", "gui"]`."""
+    out: list[str] = []
+    for value in [values] if isinstance(values, str) else values:
+        value = value.strip()
+        if value.startswith("["):
+            out.extend(json.loads(value))
+        else:
+            out.extend(part.strip() for part in value.split(",") if part.strip())
+    return out
 
 
 LOOPBACK_NAMES = {"localhost", "", "localhost.localdomain"}
@@ -100,6 +98,7 @@ class SandboxApp(ExtensionApp):
     version = __version__
     load_other_extensions = False
     serverapp_class = SandboxServerApp
+    classes = [LocalBackend]  # their traits show in --help-all and take --LocalBackend.x
     extension_url = "/health"
     default_url = "/health"
 
@@ -139,7 +138,7 @@ class SandboxApp(ExtensionApp):
     )
 
     # -- pools and types -------------------------------------------------------------------
-    sandbox_types = TypeList(
+    sandbox_types = List(
         Unicode(),
         default_value=["base"],
         config=True,
@@ -225,6 +224,13 @@ class SandboxApp(ExtensionApp):
     )
     cpu_limit = Float(1.0, config=True, help="CPUs per sandbox (e.g. 0.5). Default: 1.0.")
     pids_limit = Int(256, config=True, help="Most processes and threads per sandbox. Default: 256.")
+
+    @validate("sandbox_types")
+    def _split_types(self, proposal: Any) -> list[str]:
+        try:
+            return split_types(proposal.value)
+        except ValueError as e:
+            raise TraitError(f"sandbox_types: {e}") from None
 
     @validate("memory_limit")
     def _check_memory(self, proposal: Any) -> Any:

@@ -62,6 +62,13 @@ class CgroupSet:
                 except OSError:  # EBUSY while the last processes exit
                     time.sleep(0.01)
 
+    def set_cpu_weight(self, background: bool) -> None:
+        """Warming sandboxes yield the CPU to the ones serving calls (and to the server)."""
+        for d in self.dirs:
+            for name, low, normal in (("cpu.shares", "128", "1024"), ("cpu.weight", "10", "100")):
+                with contextlib.suppress(OSError):
+                    (d / name).write_text(low if background else normal)
+
     def oom_kills(self) -> int:
         """How many processes the kernel killed for memory in this sandbox."""
         for d in self.dirs:
@@ -101,6 +108,7 @@ class Cgroups:
         cg = CgroupSet(dirs)
         try:
             self._apply(dirs, limits)
+            cg.set_cpu_weight(background=True)
             if owner_uid is not None:
                 for f in cg.procs_files:
                     os.chown(f, owner_uid, -1)

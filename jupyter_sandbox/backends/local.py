@@ -184,6 +184,8 @@ class LocalBackend(Backend):
             self._jails[spec.name] = jail
             self._write_owner(spec, jail)
             await self._wait_ready(spec, jail)
+            if jail.cgroup is not None:
+                jail.cgroup.set_cpu_weight(background=False)
         except BaseException:
             self._jails.pop(spec.name, None)
             await self._teardown(jail)

@@ -98,6 +98,7 @@ class SandboxManager:
         self._clients: dict[str, BoxClient] = {}
         self._refill_slots = asyncio.Semaphore(settings.refill_concurrency)
         self._tasks: set[asyncio.Task] = set()
+        self._teardowns: set[asyncio.Task] = set()  # never cancelled: they free resources
         self._closing = False
         self._mount_root = os.path.abspath(settings.mount_dir)
 
@@ -118,6 +119,7 @@ class SandboxManager:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self.settings.auto_cleanup:
             await self.cleanup()
+        await self._drain_teardowns()
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
@@ -217,7 +219,14 @@ class SandboxManager:
         record.container_id = started.container_id
         record.url = started.url
         record.ports = list(started.ports)
-        self._clients[name] = BoxClient(started.url, record.runtime_token, record.timeout)
+        client = BoxClient(started.url, record.runtime_token, record.timeout)
+        # Open the pooled connection now, so the first call after a claim does not pay for it.
+        if not await client.healthy():
+            await client.aclose()
+            await self.backend.destroy(started.container_id)
+            self._remove_workspace(workspace)
+            raise BackendError(f"sandbox {name} started but its box does not answer")
+        self._clients[name] = client
         self.records[name] = record
         record.bind(meta)
         self._bind_session(record)
@@ -239,7 +248,7 @@ class SandboxManager:
             self._refill(spec_type.name)
             if self.backend.status(record.container_id or "") != "running":
                 self.log.warning("discarding dead pooled sandbox %s", record.container_name)
-                self._spawn(self._destroy(record))
+                self._retire(record)
                 continue
             record.bind(meta)
             self._bind_session(record)
@@ -317,10 +326,12 @@ class SandboxManager:
             return True  # already released, as upstream
         if record.state == State.RELEASED:
             return True
-        await self._destroy(record)
+        self._retire(record)
         return True
 
-    async def _destroy(self, record: SandboxRecord) -> None:
+    def _retire(self, record: SandboxRecord) -> None:
+        """Retire a record at once; its processes are torn down in the background, so a
+        release answers in milliseconds and the sandbox is already unreachable."""
         record.state = State.RELEASED
         record.released_at = record.updated_at = time.time()
         if record.session_ctx_id in self.sessions:
@@ -330,14 +341,23 @@ class SandboxManager:
             if not names:
                 del self.sessions[record.session_ctx_id]
         client = self._clients.pop(record.container_name, None)
+        task = asyncio.ensure_future(self._teardown(record, client))
+        self._teardowns.add(task)
+        task.add_done_callback(self._teardowns.discard)
+
+    async def _teardown(self, record: SandboxRecord, client: BoxClient | None) -> None:
         if client is not None:
             await client.aclose()
         if record.container_id:
             try:
                 await self.backend.destroy(record.container_id)
-            except Exception as e:  # keep going: the record must not stay live
+            except Exception as e:
                 self.log.error("destroying %s failed: %s", record.container_name, e)
         self._remove_workspace(record.mount_dir)
+
+    async def _drain_teardowns(self) -> None:
+        while self._teardowns:
+            await asyncio.gather(*list(self._teardowns), return_exceptions=True)
 
     def _remove_workspace(self, path: str) -> None:
         # Only empty workspaces go: files a sandbox wrote are its user's data.
@@ -477,7 +497,9 @@ class SandboxManager:
         doomed = [r for r in self.records.values() if r.state in LIVE_STATES]
         for pool in self.pools.values():
             pool.clear()
-        await asyncio.gather(*(self._destroy(r) for r in doomed))
+        for record in doomed:
+            self._retire(record)
+        await self._drain_teardowns()
         if doomed:
             self.log.info("destroyed %d sandbox(es)", len(doomed))
         if not self._closing:
