@@ -39,6 +39,13 @@ def alive(pids: list[int]) -> list[str]:
     return out
 
 
+def wait_for(condition, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.05)
+
+
 def sandbox_pids(name: str) -> list[int]:
     procs = CGROUP_ROOT / name / "cgroup.procs"
     return [int(p) for p in procs.read_text().split()] if procs.exists() else []
@@ -150,18 +157,18 @@ def test_dead_sandbox_gets_a_clear_error_and_pool_skips_dead(tmp_path: Path) -> 
         sid = server.data("create_from_pool", meta={"session_ctx_id": "d"})
         for pid in sandbox_pids(sid):
             os.kill(pid, signal.SIGKILL)
-        time.sleep(0.3)
+        wait_for(lambda: server.data("get_status", identity=sid) == "exited")
         result = server.data("call_tool", identity=sid, tool_name="run_shell_command",
                              arguments={"command": "true"})  # fmt: skip
         assert result["isError"] is True
         assert "is not running" in result["content"][0]["text"]
-        assert server.data("get_status", identity=sid) == "exited"
         # A pooled sandbox that died while waiting is discarded, never handed out.
         wait_healthy(server)
         pooled = [p.name for p in (tmp_path / "state").iterdir() if p.name != sid]
         for pid in sandbox_pids(pooled[0]):
             os.kill(pid, signal.SIGKILL)
-        time.sleep(0.3)
+        wait_for(lambda: not alive(sandbox_pids(pooled[0])))
+        time.sleep(0.5)  # the server notices a dead child when it reaps it
         fresh = server.data("create_from_pool", meta={"session_ctx_id": "e"})
         assert fresh != pooled[0]
         out = server.data("call_tool", identity=fresh, tool_name="run_shell_command",
