@@ -237,6 +237,14 @@ class LocalBackend(Backend):
                 a += ["--ro-bind", "/dev/null", path]
         if resolv_fd is not None:
             a += ["--perms", "0644", "--ro-bind-data", str(resolv_fd), "/etc/resolv.conf"]
+        # Private /tmp and /dev/shm first: a runtime that lives under the host's /tmp is
+        # bound on top of them below, not hidden by them.
+        a += [
+            "--proc", "/proc",
+            "--dev", "/dev",
+            "--perms", "1777", "--tmpfs", "/tmp",
+            "--perms", "1777", "--tmpfs", "/dev/shm",
+        ]  # fmt: skip
         binds = [(root, root) for root in self._python_roots]
         binds += list(spec.readonly_mounts.items())
         # bwrap makes missing parent directories 0700 root, which the unprivileged sandbox
@@ -244,15 +252,12 @@ class LocalBackend(Backend):
         parents = {str(p) for _, inside in binds for p in Path(inside).parents} - {"/"}
         parents |= {"/run"}
         for parent in sorted(parents, key=lambda p: p.count("/")):
-            if not parent.startswith(("/usr/", "/etc/")) and parent not in ("/usr", "/etc"):
+            mounted = parent in ("/tmp", "/dev", "/proc") or parent.split("/")[1] in ("usr", "etc")
+            if not mounted:
                 a += ["--perms", "0755", "--dir", parent]
         for host, inside in binds:
             a += ["--ro-bind", host, inside]
         a += [
-            "--proc", "/proc",
-            "--dev", "/dev",
-            "--perms", "1777", "--tmpfs", "/tmp",
-            "--perms", "1777", "--tmpfs", "/dev/shm",
             "--bind", spec.workspace, "/workspace",
             "--bind", str(state), SANDBOX_SOCKET_DIR,
             "--chdir", "/workspace",
@@ -329,7 +334,10 @@ class LocalBackend(Backend):
         finally:
             os.close(info_r)
         if spec.network:
-            jail.slirp = await self._start_slirp(info["child-pid"], state)
+            try:
+                jail.slirp = await self._start_slirp(info["child-pid"], state)
+            except BackendError as e:
+                raise BackendError(f"{e}{self._log_tail(jail)}") from None
         await self._send_config(spec, jail, "/workspace")
 
     async def _read_info(self, fd: int) -> dict:
@@ -373,9 +381,14 @@ class LocalBackend(Backend):
     async def _send_config(self, spec: SandboxSpec, jail: _Jail, workspace: str) -> None:
         config = {"token": spec.token, "workspace": workspace, "call_timeout": spec.call_timeout}
         assert jail.proc.stdin is not None
-        jail.proc.stdin.write(json.dumps(config).encode() + b"\n")
-        await jail.proc.stdin.drain()
-        jail.proc.stdin.close()
+        try:
+            jail.proc.stdin.write(json.dumps(config).encode() + b"\n")
+            await jail.proc.stdin.drain()
+            jail.proc.stdin.close()
+        except (ConnectionError, BrokenPipeError):
+            raise BackendError(
+                f"sandbox {spec.name} exited before it read its configuration{self._log_tail(jail)}"
+            ) from None
 
     async def _wait_ready(self, spec: SandboxSpec, jail: _Jail) -> None:
         assert jail.proc.stdout is not None

@@ -2,8 +2,9 @@
 
 The protocol (docs/architecture.md): read one JSON line from stdin,
 ``{"token": str, "workspace": str = "/workspace", "call_timeout": float = 60}``; bind, start the
-IPython kernel and wait for its kernel_info reply; then write ``{"ready": true}`` to stdout and
-close it. A failure before that writes ``{"ready": false, "error": "..."}`` and exits 1.
+IPython kernel in the background (``GET /healthz?wait=kernel`` waits for it); then write
+``{"ready": true}`` to stdout and close it. A failure before that writes
+``{"ready": false, "error": "..."}`` and exits 1.
 Logs go to stderr. SIGTERM or SIGINT stops the box, its kernel and any running commands.
 
 The token arrives on stdin rather than in the environment so that the processes the box starts
@@ -185,10 +186,7 @@ async def serve(listen: Listen, config: Config, runtime_dir: str, on_ready: Any)
     )
     server = HTTPServer(make_app(box))
     try:
-        try:
-            await box.kernel.start()
-        except Exception as e:
-            raise StartupError(f"the IPython kernel did not start: {e}") from e
+        box.kernel.start_soon()
         server.add_sockets(sockets)
         on_ready()
         log.info("box listening on %s, workspace %s", listen, config.workspace)

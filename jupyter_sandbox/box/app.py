@@ -169,7 +169,13 @@ class NotFoundHandler(BaseHandler):
 
 
 class HealthHandler(BaseHandler):
-    def get(self) -> None:
+    async def get(self) -> None:
+        # `?wait=kernel`: answer once the IPython kernel is up too (pools warm with it).
+        if self.get_query_argument("wait", "") == "kernel":
+            try:
+                await self.box.kernel.wait_started()
+            except Exception as e:
+                raise ApiError(503, f"the IPython kernel did not start: {e}") from e
         self.set_header("Content-Type", "text/plain; charset=utf-8")
         self.finish("OK")
 

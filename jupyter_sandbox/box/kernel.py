@@ -177,12 +177,27 @@ class IPythonKernel:
         self._unreported_death = False
         self._restarts = 0
         self._background: asyncio.Future | None = None  # keeps the restart task referenced
+        self._startup: asyncio.Future | None = None
 
     @property
     def pid(self) -> int | None:
         return getattr(self._km.provisioner, "pid", None) if self._km else None
 
     # -- lifecycle ---------------------------------------------------------------------------
+
+    def start_soon(self) -> None:
+        """Start the kernel in the background: the box serves meanwhile, and cells (and
+        `wait_started`) wait for it. A cold sandbox is healthy before its kernel is."""
+        self._startup = asyncio.ensure_future(self._start_locked())
+
+    async def _start_locked(self) -> None:
+        async with self._lock:
+            await self.start()
+
+    async def wait_started(self) -> None:
+        """Return once the first start finished; raise its error if it failed."""
+        if self._startup is not None:
+            await asyncio.shield(self._startup)
 
     async def start(self) -> None:
         """Launch the kernel and return once it has answered kernel_info."""
@@ -313,10 +328,20 @@ class IPythonKernel:
     # -- execution ---------------------------------------------------------------------------
 
     async def execute(self, code: str, timeout: float) -> CellResult:
+        first_start_failed = False
+        if self._startup is not None:
+            try:
+                await self.wait_started()
+            except Exception:
+                first_start_failed = True
         async with self._lock:
             if self._dead or self._kc is None:
-                await self._restart()
-                return CellResult(stdout="", stderr=DIED_MESSAGE)
+                try:
+                    await self._restart()
+                except Exception as e:
+                    return CellResult(stdout="", stderr=f"The IPython kernel could not start: {e}")
+                if not first_start_failed:
+                    return CellResult(stdout="", stderr=DIED_MESSAGE)
             if self._unreported_death:
                 self._unreported_death = False
                 return CellResult(stdout="", stderr=DIED_MESSAGE)

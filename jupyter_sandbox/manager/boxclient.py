@@ -38,11 +38,14 @@ class BoxClient:
         except httpx.TransportError as e:
             raise BoxUnreachable(str(e) or type(e).__name__) from e
 
-    async def healthy(self) -> bool:
+    async def healthy(self, wait_kernel: bool = False, timeout: float = 5) -> bool:
+        """Does the box answer (and, with `wait_kernel`, is its IPython kernel up)?"""
+        params = {"wait": "kernel"} if wait_kernel else None
         try:
-            return (await self.request("GET", "/healthz", timeout=5)).status_code == 200
+            response = await self.request("GET", "/healthz", params=params, timeout=timeout)
         except BoxUnreachable:
             return False
+        return response.status_code == 200
 
     async def stream(
         self, method: str, path: str, params: Any, headers: dict[str, str], content: bytes | None

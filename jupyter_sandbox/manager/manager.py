@@ -156,7 +156,8 @@ class SandboxManager:
     async def _warm_one(self, sandbox_type: str, attempt: int = 0) -> None:
         try:
             async with self._refill_slots:
-                record = await self._make(registry.resolve(sandbox_type, sandbox_type), None, {})
+                spec_type = registry.resolve(sandbox_type, sandbox_type)
+                record = await self._make(spec_type, None, {}, warm=True)
         except asyncio.CancelledError:
             self._pending[sandbox_type] -= 1
             raise
@@ -183,8 +184,14 @@ class SandboxManager:
     # -- create / claim ----------------------------------------------------------------------
 
     async def _make(
-        self, spec_type: registry.SandboxType, meta: dict | None, environment: dict[str, str]
+        self,
+        spec_type: registry.SandboxType,
+        meta: dict | None,
+        environment: dict[str, str],
+        warm: bool = False,
     ) -> SandboxRecord:
+        """Create a sandbox; with `warm`, return only once everything in it (the IPython
+        kernel) is up, as a pooled sandbox must be. Otherwise once its box answers."""
         session_id = new_session_id()
         name = self.settings.container_prefix + session_id
         workspace = os.path.join(self._mount_root, session_id)
@@ -221,7 +228,7 @@ class SandboxManager:
         record.ports = list(started.ports)
         client = BoxClient(started.url, record.runtime_token, record.timeout)
         # Open the pooled connection now, so the first call after a claim does not pay for it.
-        if not await client.healthy():
+        if not await client.healthy(wait_kernel=warm, timeout=60):
             await client.aclose()
             await self.backend.destroy(started.container_id)
             self._remove_workspace(workspace)
