@@ -15,6 +15,7 @@ import json
 import os
 import re
 import secrets
+import signal
 import sys
 import uuid
 from typing import Any
@@ -87,6 +88,15 @@ class SandboxServerApp(ServerApp):
     """
 
     default_services = ("api", "auth", "security")
+
+    def init_signal(self) -> None:
+        super().init_signal()
+        # Jupyter asks "Shutdown this Jupyter server (y/[n])?" on Ctrl-C at a terminal, and
+        # otherwise lets SIGINT raise KeyboardInterrupt past its cleanup. A sandbox server has
+        # nothing to confirm: SIGINT stops it and cleans up, like SIGTERM (unless the parent
+        # process chose to ignore SIGINT, as shells do for background jobs).
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+            signal.signal(signal.SIGINT, self._signal_stop)
 
 
 class SandboxApp(ExtensionApp):

@@ -115,7 +115,8 @@ def test_env_file_errors_are_clear(tmp_path: Path, line: str, message: str) -> N
     assert message in result.stdout + result.stderr
 
 
-def test_sigterm_destroys_every_sandbox(tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_shutdown_destroys_every_sandbox(tmp_path: Path, sig: int) -> None:
     server = start_server(tmp_path, "--SandboxApp.pool_size=2")
     claimed = server.data("create_from_pool", meta={"session_ctx_id": "s"})
     wait_healthy(server)
@@ -123,7 +124,7 @@ def test_sigterm_destroys_every_sandbox(tmp_path: Path) -> None:
     assert claimed in names and len(names) == 3
     pids = [pid for name in names for pid in sandbox_pids(name)]
     assert pids
-    assert stop_server(server, signal.SIGTERM) == 0
+    assert stop_server(server, sig) == 0
     assert list((tmp_path / "state").iterdir()) == []
     assert alive(pids) == []
     assert not any((CGROUP_ROOT / name).exists() for name in names)

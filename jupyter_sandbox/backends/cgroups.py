@@ -41,19 +41,38 @@ class CgroupSet:
                 found.update(int(p) for p in (d / "cgroup.procs").read_text().split())
         return found
 
-    def kill_all(self, timeout: float = 2.0) -> None:
-        """SIGKILL every process in the sandbox (a fork bomb included) and remove the dirs."""
+    def _freezer(self) -> Path | None:
+        for d in self.dirs:
+            if (d / "freezer.state").exists():
+                return d
+        return None
+
+    def kill_all(self, timeout: float = 5.0) -> None:
+        """SIGKILL every process in the sandbox (a fork bomb included) and remove the dirs.
+
+        The group is frozen while its pids are read and signalled, so no listed process can
+        exit, fork, or have its pid reused by another sandbox in between (pid_max is often
+        only 32768, and a fork bomb recycles pids fast).
+        """
         deadline = time.monotonic() + timeout
+        freezer = self._freezer()
+        for d in self.dirs:
+            with contextlib.suppress(OSError):
+                (d / "cgroup.kill").write_text("1")  # v2: the kernel does it atomically
         while True:
+            if freezer is not None:
+                self._set_frozen(freezer, True, deadline)
             pids = self.pids()
             for pid in pids:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+            if freezer is not None:
+                self._set_frozen(freezer, False, deadline)
             if not pids or time.monotonic() > deadline:
                 break
             time.sleep(0.005)
         for d in self.dirs:
-            for _ in range(100):
+            for _ in range(200):
                 try:
                     d.rmdir()
                     break
@@ -61,6 +80,16 @@ class CgroupSet:
                     break
                 except OSError:  # EBUSY while the last processes exit
                     time.sleep(0.01)
+
+    @staticmethod
+    def _set_frozen(freezer: Path, frozen: bool, deadline: float) -> None:
+        state = "FROZEN" if frozen else "THAWED"
+        with contextlib.suppress(OSError):
+            (freezer / "freezer.state").write_text(state)
+            while frozen and (freezer / "freezer.state").read_text().strip() != state:
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.001)
 
     def set_cpu_weight(self, background: bool) -> None:
         """Warming sandboxes yield the CPU to the ones serving calls (and to the server)."""
@@ -92,7 +121,7 @@ class Cgroups:
             self.bases = [ROOT / parent]
         else:
             self.version = 1
-            self.bases = [ROOT / c / parent for c in ("memory", "pids", "cpu")]
+            self.bases = [ROOT / c / parent for c in ("memory", "pids", "cpu", "freezer")]
         self.available = all(_writable(b.parent) for b in self.bases)
 
     def create(self, name: str, limits: Limits, owner_uid: int | None = None) -> CgroupSet:
@@ -127,7 +156,7 @@ class Cgroups:
             (d / "pids.max").write_text(str(limits.pids))
             (d / "cpu.max").write_text(f"{quota} {CPU_PERIOD_US}")
             return
-        memory, pids, cpu = dirs
+        memory, pids, cpu, _freezer = dirs
         (memory / "memory.limit_in_bytes").write_text(str(limits.memory_bytes))
         with contextlib.suppress(OSError):  # absent without swap accounting
             (memory / "memory.memsw.limit_in_bytes").write_text(str(limits.memory_bytes))

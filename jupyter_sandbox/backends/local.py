@@ -38,6 +38,14 @@ ETC_SECRETS = ("shadow", "shadow-", "gshadow", "gshadow-", "ssh", "ssl/private",
 SANDBOX_SOCKET_DIR = "/run/sandbox"
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SLIRP_DNS = "10.0.2.3"
+STARTUP_ATTEMPTS = 3
+# bubblewrap occasionally fails to configure a new network namespace's loopback when many
+# namespaces come and go at once ("loopback: Failed RTM_NEWADDR"); a retry succeeds.
+TRANSIENT_BWRAP_ERRORS = ("bwrap: loopback:",)
+
+
+class _TransientStartError(BackendError):
+    """A start failure that a retry is expected to fix."""
 
 
 def _python_roots() -> list[str]:
@@ -171,6 +179,17 @@ class LocalBackend(Backend):
     # -- create ----------------------------------------------------------------------------
 
     async def create(self, spec: SandboxSpec) -> Started:
+        for attempt in range(1, STARTUP_ATTEMPTS + 1):
+            try:
+                return await self._create_once(spec)
+            except _TransientStartError as e:
+                if attempt == STARTUP_ATTEMPTS:
+                    raise BackendError(str(e)) from None
+                self.log.info("retrying sandbox %s: %s", spec.name, e)
+                await asyncio.sleep(0.05 * attempt)
+        raise AssertionError("unreachable")
+
+    async def _create_once(self, spec: SandboxSpec) -> Started:
         state = Path(self.state_dir) / spec.name
         state.mkdir(parents=True, exist_ok=False)
         for path in (state, Path(spec.workspace)):
@@ -186,9 +205,14 @@ class LocalBackend(Backend):
             await self._wait_ready(spec, jail)
             if jail.cgroup is not None:
                 jail.cgroup.set_cpu_weight(background=False)
-        except BaseException:
+        except BaseException as e:
             self._jails.pop(spec.name, None)
+            transient = isinstance(e, BackendError) and any(
+                marker in str(e) for marker in TRANSIENT_BWRAP_ERRORS
+            )
             await self._teardown(jail)
+            if transient:
+                raise _TransientStartError(str(e)) from None
             raise
         return Started(container_id=spec.name, url=f"unix:{self._socket_path(jail)}")
 
@@ -386,6 +410,8 @@ class LocalBackend(Backend):
             await jail.proc.stdin.drain()
             jail.proc.stdin.close()
         except (ConnectionError, BrokenPipeError):
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(jail.proc.wait(), 1)
             raise BackendError(
                 f"sandbox {spec.name} exited before it read its configuration{self._log_tail(jail)}"
             ) from None
@@ -403,17 +429,25 @@ class LocalBackend(Backend):
             message = json.loads(line)
         except ValueError:
             message = {"ready": False, "error": "the box exited before it was ready"}
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(jail.proc.wait(), 1)  # for its exit status
         if not message.get("ready"):
             raise BackendError(
                 f"sandbox {spec.name} failed to start: {message.get('error')}{self._log_tail(jail)}"
             )
 
     def _log_tail(self, jail: _Jail) -> str:
+        if jail.proc is not None and jail.proc.returncode is not None:
+            code = jail.proc.returncode
+            status = f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+            prefix = f" ({status})"
+        else:
+            prefix = ""
         with contextlib.suppress(OSError):
             tail = (jail.state_dir / "box.log").read_text(errors="replace")[-1500:].strip()
             if tail:
-                return f"; its log ends with:\n{tail}"
-        return ""
+                return f"{prefix}; its log ends with:\n{tail}"
+        return prefix
 
     def _write_owner(self, spec: SandboxSpec, jail: _Jail) -> None:
         pids = [jail.proc.pid] + ([jail.slirp.pid] if jail.slirp else [])
@@ -440,11 +474,12 @@ class LocalBackend(Backend):
             await self._teardown(jail)
 
     async def _teardown(self, jail: _Jail) -> None:
-        if jail.proc is not None and jail.proc.returncode is None:
+        if jail.cgroup is not None:
+            # Every process of the jail, its launcher included, is in the cgroup.
+            await asyncio.get_running_loop().run_in_executor(None, jail.cgroup.kill_all)
+        elif jail.proc is not None and jail.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(jail.proc.pid, signal.SIGKILL)
-        if jail.cgroup is not None:
-            await asyncio.get_running_loop().run_in_executor(None, jail.cgroup.kill_all)
         if jail.slirp is not None:
             with contextlib.suppress(OSError):
                 os.close(jail.slirp._sandbox_exit_fd)  # type: ignore[attr-defined]

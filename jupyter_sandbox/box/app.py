@@ -237,6 +237,12 @@ class FileHandler(BaseHandler):
             self._upload_path, self._upload = self.box.workspace.open_for_writing(path)
         return None
 
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        # A streamed handler that fails before reading the whole request makes tornado drop
+        # the connection after this reply; say so, or a keep-alive client reuses a dead socket.
+        self.set_header("Connection", "close")
+        super().write_error(status_code, **kwargs)
+
     def data_received(self, chunk: bytes) -> None:
         if self._upload is not None:
             self._upload.write(chunk)

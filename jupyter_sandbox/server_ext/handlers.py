@@ -48,7 +48,25 @@ HOP_BY_HOP = {
 }  # fmt: skip
 
 
-class SandboxHandler(ExtensionHandlerMixin, JupyterHandler):
+class JSONErrorsMixin:
+    """Errors as `{"detail": …}` (never Jupyter's HTML pages), and no traceback logging for
+    expected refusals: the access log line already says status and route."""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None, None))[1]
+        detail = getattr(exc, "log_message", None) or self._reason  # type: ignore[attr-defined]
+        if status_code == 401:
+            self.set_header("WWW-Authenticate", "Bearer")  # type: ignore[attr-defined]
+        self.set_header("Content-Type", "application/json")  # type: ignore[attr-defined]
+        self.finish(json.dumps({"detail": detail}))  # type: ignore[attr-defined]
+
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        if isinstance(value, web.HTTPError):
+            return
+        super().log_exception(typ, value, tb)  # type: ignore[misc]
+
+
+class SandboxHandler(JSONErrorsMixin, ExtensionHandlerMixin, JupyterHandler):
     """Base handler: bearer auth (or Jupyter's own auth in extension mode), JSON errors."""
 
     @property
@@ -84,23 +102,10 @@ class SandboxHandler(ExtensionHandlerMixin, JupyterHandler):
             return None  # bearer-token requests carry no cookies, so XSRF cannot apply
         return super().check_xsrf_cookie()
 
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, web.HTTPError):
-            return  # expected refusals: the access log line already says status and route
-        super().log_exception(typ, value, tb)
-
     def write_json(self, payload: Any, status: int = 200) -> None:
         self.set_status(status)
         self.set_header("Content-Type", "application/json")
         self.finish(json.dumps(payload))
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        detail = getattr(exc, "log_message", None) or self._reason
-        if status_code == 401:
-            self.set_header("WWW-Authenticate", "Bearer")
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"detail": detail}))
 
 
 def _unauthorized(given: str | None) -> web.HTTPError:
@@ -108,7 +113,7 @@ def _unauthorized(given: str | None) -> web.HTTPError:
     return web.HTTPError(401, message)
 
 
-class HealthHandler(ExtensionHandlerMixin, JupyterHandler):
+class HealthHandler(JSONErrorsMixin, ExtensionHandlerMixin, JupyterHandler):
     """`GET /health`: the only unauthenticated route (load balancers and probes use it)."""
 
     def check_xsrf_cookie(self) -> None:
