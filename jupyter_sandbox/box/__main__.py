@@ -185,14 +185,20 @@ async def serve(listen: Listen, config: Config, runtime_dir: str, on_ready: Any)
         kernel=IPythonKernel(cwd=config.workspace, runtime_dir=runtime_dir),
     )
     server = HTTPServer(make_app(box))
+    warmup: asyncio.Future | None = None
     try:
         box.kernel.start_soon()
         server.add_sockets(sockets)
         on_ready()
+        # One throwaway command sets up asyncio's child watching and the shell's first exec
+        # now, so a sandbox's first real command does not pay for them.
+        warmup = asyncio.ensure_future(box.shell.run("true", 10))
         log.info("box listening on %s, workspace %s", listen, config.workspace)
         await stop.wait()
         log.info("stopping")
     finally:
+        if warmup is not None:
+            warmup.cancel()
         server.stop()
         for sock in sockets:
             sock.close()

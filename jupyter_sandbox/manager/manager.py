@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import secrets
@@ -24,6 +25,7 @@ from .boxclient import GENERIC_TOOLS, BoxClient, BoxUnreachable
 from .records import LIVE_STATES, SandboxRecord, State, new_session_id
 
 MAX_REDIRECTS = 10
+REFILL_DELAY = 0.05  # seconds from a pool claim to the start of its replacement
 
 
 class SandboxNotFound(LookupError):
@@ -94,7 +96,8 @@ class SandboxManager:
         self.records: dict[str, SandboxRecord] = {}
         self.sessions: dict[str, list[str]] = {}
         self.pools: dict[str, deque[SandboxRecord]] = {t: deque() for t in settings.sandbox_types}
-        self._pending: dict[str, int] = dict.fromkeys(settings.sandbox_types, 0)
+        self._pending: dict[str, int] = dict.fromkeys(settings.sandbox_types, 0)  # warming
+        self._cold_starting = 0
         self._clients: dict[str, BoxClient] = {}
         self._refill_slots = asyncio.Semaphore(settings.refill_concurrency)
         self._tasks: set[asyncio.Task] = set()
@@ -133,9 +136,8 @@ class SandboxManager:
     # -- pools -------------------------------------------------------------------------------
 
     def _live_count(self) -> int:
-        return sum(r.state in LIVE_STATES for r in self.records.values()) + sum(
-            self._pending.values()
-        )
+        live = sum(r.state in LIVE_STATES for r in self.records.values())
+        return live + sum(self._pending.values()) + self._cold_starting
 
     def _admit(self) -> bool:
         limit = self.settings.max_sandboxes
@@ -153,27 +155,27 @@ class SandboxManager:
             self._pending[sandbox_type] += 1
             self._spawn(self._warm_one(sandbox_type))
 
-    async def _warm_one(self, sandbox_type: str, attempt: int = 0) -> None:
+    async def _warm_one(self, sandbox_type: str) -> None:
+        """Add one warm sandbox to a pool, retrying with backoff while the backend fails."""
+        spec_type = registry.resolve(sandbox_type, sandbox_type)
         try:
-            async with self._refill_slots:
-                spec_type = registry.resolve(sandbox_type, sandbox_type)
-                record = await self._make(spec_type, None, {}, warm=True)
-        except asyncio.CancelledError:
+            for attempt in itertools.count():
+                try:
+                    async with self._refill_slots:
+                        record = await self._make(spec_type, None, {}, warm=True)
+                except Exception as e:
+                    delay = min(30.0, 0.5 * 2**attempt)
+                    self.log.error(
+                        "warming a %s sandbox failed (retry in %.1f s): %s", sandbox_type, delay, e
+                    )
+                    await asyncio.sleep(delay)
+                    if self._closing:
+                        return
+                else:
+                    self.pools[sandbox_type].append(record)
+                    return
+        finally:
             self._pending[sandbox_type] -= 1
-            raise
-        except Exception as e:
-            self._pending[sandbox_type] -= 1
-            delay = min(30.0, 0.5 * 2**attempt)
-            self.log.error(
-                "warming a %s sandbox failed (retry in %.1f s): %s", sandbox_type, delay, e
-            )
-            await asyncio.sleep(delay)
-            if not self._closing and self._admit():
-                self._pending[sandbox_type] += 1
-                await self._warm_one(sandbox_type, attempt + 1)
-            return
-        self._pending[sandbox_type] -= 1
-        self.pools[sandbox_type].append(record)
 
     def pool_status(self) -> dict[str, dict[str, int]]:
         return {
@@ -205,19 +207,7 @@ class SandboxManager:
             mount_dir=workspace,
             timeout=self.settings.call_timeout,
         )
-        spec = SandboxSpec(
-            name=name,
-            sandbox_type=spec_type.name,
-            image=spec_type.image,
-            workspace=workspace,
-            token=record.runtime_token,
-            call_timeout=self.settings.call_timeout,
-            limits=self.settings.limits,
-            network=self.settings.network,
-            readonly_mounts=self.settings.readonly_mounts,
-            environment={**spec_type.environment, **environment},
-            labels={"server-id": self.settings.server_id, "sandbox-type": spec_type.name},
-        )
+        spec = self._spec(record, {**spec_type.environment, **environment})
         try:
             started = await self.backend.create(spec)
         except BaseException:
@@ -227,17 +217,35 @@ class SandboxManager:
         record.url = started.url
         record.ports = list(started.ports)
         client = BoxClient(started.url, record.runtime_token, record.timeout)
-        # Open the pooled connection now, so the first call after a claim does not pay for it.
-        if not await client.healthy(wait_kernel=warm, timeout=60):
+        try:
+            # Open the pooled connection now: the first call after a claim must not pay for it.
+            if not await client.healthy(wait_kernel=warm, timeout=60):
+                raise BackendError(f"sandbox {name} started but its box does not answer")
+        except BaseException:  # cancellation included: never leave a sandbox unrecorded
             await client.aclose()
-            await self.backend.destroy(started.container_id)
+            await asyncio.shield(self.backend.destroy(started.container_id))
             self._remove_workspace(workspace)
-            raise BackendError(f"sandbox {name} started but its box does not answer")
+            raise
         self._clients[name] = client
         self.records[name] = record
         record.bind(meta)
         self._bind_session(record)
         return record
+
+    def _spec(self, record: SandboxRecord, environment: dict[str, str]) -> SandboxSpec:
+        return SandboxSpec(
+            name=record.container_name,
+            sandbox_type=record.sandbox_type,
+            image=record.version,
+            workspace=record.mount_dir,
+            token=record.runtime_token,
+            call_timeout=record.timeout,
+            limits=self.settings.limits,
+            network=self.settings.network,
+            readonly_mounts=self.settings.readonly_mounts,
+            environment=environment,
+            labels={"server-id": self.settings.server_id, "sandbox-type": record.sandbox_type},
+        )
 
     def _bind_session(self, record: SandboxRecord) -> None:
         if record.session_ctx_id:
@@ -252,7 +260,9 @@ class SandboxManager:
         pool = self.pools.get(spec_type.name)
         while pool:
             record = pool.popleft()
-            self._refill(spec_type.name)
+            # The replacement starts just after this claim's first calls, not during them:
+            # starting a sandbox keeps both cores of a small machine busy for ~0.2 s.
+            asyncio.get_running_loop().call_later(REFILL_DELAY, self._refill, spec_type.name)
             if self.backend.status(record.container_id or "") != "running":
                 self.log.warning("discarding dead pooled sandbox %s", record.container_name)
                 self._retire(record)
@@ -290,15 +300,14 @@ class SandboxManager:
                 self.settings.max_sandboxes,
             )
             return None
-        self._pending.setdefault("", 0)
-        self._pending[""] += 1  # counted against max_sandboxes while it starts
+        self._cold_starting += 1  # counted against max_sandboxes while it starts
         try:
             record = await self._make(spec_type, meta, environment)
         except BackendError as e:
             self.log.error("creating a %s sandbox failed: %s", spec_type.name, e)
             return None
         finally:
-            self._pending[""] -= 1
+            self._cold_starting -= 1
         return record.container_name
 
     # -- lookup ------------------------------------------------------------------------------
@@ -394,19 +403,7 @@ class SandboxManager:
         if self.backend.status(record.container_id or "") == "running":
             return True
         spec_type = registry.resolve(record.sandbox_type, record.sandbox_type)
-        spec = SandboxSpec(
-            name=record.container_name,
-            sandbox_type=record.sandbox_type,
-            image=record.version,
-            workspace=record.mount_dir,
-            token=record.runtime_token,
-            call_timeout=record.timeout,
-            limits=self.settings.limits,
-            network=self.settings.network,
-            readonly_mounts=self.settings.readonly_mounts,
-            environment=dict(spec_type.environment),
-            labels={"server-id": self.settings.server_id, "sandbox-type": record.sandbox_type},
-        )
+        spec = self._spec(record, dict(spec_type.environment))
         os.makedirs(record.mount_dir, exist_ok=True)
         try:
             started = await self.backend.create(spec)
@@ -533,13 +530,10 @@ class SandboxManager:
             raise BackendError(self._unreachable(record, e)) from e
 
     def _unreachable(self, record: SandboxRecord, error: Exception) -> str:
-        status = self.backend.status(record.container_id or "")
+        status = self.backend.status(record.container_id or "") or "exited"
         if status != "running":
             return f"Sandbox {record.container_name} is not running (status: {status})."
         return f"Sandbox {record.container_name} did not answer: {error}"
-
-    def describe(self) -> list[dict[str, Any]]:
-        return [r.to_wire() for r in self.records.values()]
 
 
 def _detail(response: Any) -> str:
