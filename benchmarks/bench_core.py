@@ -104,16 +104,20 @@ def idle_rss(tmp: Path) -> dict:
         )
         time.sleep(1)
         cgroup = Path("/sys/fs/cgroup/memory/jupyter-sandbox") / sid / "cgroup.procs"
-        pids = [int(p) for p in cgroup.read_text().split()]
-        rss = {}
-        for pid in pids:
-            status = Path(f"/proc/{pid}/status").read_text()
-            name = status.split("\n", 1)[0].split()[1]
-            kb = int(
-                next(line.split()[1] for line in status.splitlines() if line.startswith("VmRSS"))
-            )
-            rss[f"{name}[{pid}]"] = round(kb / 1024, 1)
-        return {"total_mb": round(sum(rss.values()), 1), "processes_mb": rss}
+        rss, pss = {}, {}
+        for pid in (int(p) for p in cgroup.read_text().split()):
+            rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
+            name = f"{Path(f'/proc/{pid}/comm').read_text().strip()}[{pid}]"
+            field = {line.split(":")[0]: int(line.split()[1]) for line in rollup[1:]}
+            rss[name], pss[name] = round(field["Rss"] / 1024, 1), round(field["Pss"] / 1024, 1)
+        # bwrap's own two small processes are the jail, not the sandbox's payload.
+        payload = [k for k in rss if not k.startswith("bwrap")]
+        return {
+            "box_plus_kernel_rss_mb": round(sum(rss[k] for k in payload), 1),
+            "box_plus_kernel_pss_mb": round(sum(pss[k] for k in payload), 1),
+            "all_processes_rss_mb": rss,
+            "all_processes_pss_mb": pss,
+        }
     finally:
         stop_server(server)
 

@@ -68,7 +68,8 @@ def split_types(values: list[str] | str) -> list[str]:
     return out
 
 
-LOOPBACK_NAMES = {"localhost", "", "localhost.localdomain"}
+# Not "": Jupyter turns --ip='*' into "", which means every interface.
+LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 
 
 def is_loopback(ip: str) -> bool:

@@ -103,7 +103,8 @@ def parse(text: str, source: str = "env file") -> list[tuple[str, str, int]]:
             continue
         match = _LINE.match(line)
         if not match:
-            raise EnvFileError(f"{source}:{number}: not a NAME=value line: {raw!r}")
+            # The line itself is not echoed: it may hold a secret (a mistyped BEARER_TOKEN).
+            raise EnvFileError(f"{source}:{number}: not a NAME=value line")
         name, value = match.groups()
         if value[:1] in ("'", '"'):
             quote = value[0]

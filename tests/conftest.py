@@ -70,7 +70,11 @@ def start_server(tmp: Path, *args: str, token: str | None = TOKEN, wait: bool = 
     proc = subprocess.Popen(cmd, cwd=tmp, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env)
     server = Server(f"http://127.0.0.1:{port}", token or "", proc, tmp, log)
     if wait:
-        wait_healthy(server)
+        try:
+            wait_healthy(server)
+        except BaseException:
+            stop_server(server)  # never leave a half-started server (and its jails) behind
+            raise
     return server
 
 

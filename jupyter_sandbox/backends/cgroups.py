@@ -98,17 +98,6 @@ class CgroupSet:
                 with contextlib.suppress(OSError):
                     (d / name).write_text(low if background else normal)
 
-    def oom_kills(self) -> int:
-        """How many processes the kernel killed for memory in this sandbox."""
-        for d in self.dirs:
-            for name in ("memory.events", "memory.oom_control"):
-                with contextlib.suppress(OSError):
-                    for line in (d / name).read_text().splitlines():
-                        key, _, value = line.partition(" ")
-                        if key == "oom_kill":
-                            return int(value)
-        return 0
-
 
 class Cgroups:
     """Makes CgroupSets under `<root>/<parent>/`; `available` tells whether limits can be set."""
@@ -124,7 +113,7 @@ class Cgroups:
             self.bases = [ROOT / c / parent for c in ("memory", "pids", "cpu", "freezer")]
         self.available = all(_writable(b.parent) for b in self.bases)
 
-    def create(self, name: str, limits: Limits, owner_uid: int | None = None) -> CgroupSet:
+    def create(self, name: str, limits: Limits) -> CgroupSet:
         dirs = []
         for base in self.bases:
             base.mkdir(exist_ok=True)
@@ -138,9 +127,6 @@ class Cgroups:
         try:
             self._apply(dirs, limits)
             cg.set_cpu_weight(background=True)
-            if owner_uid is not None:
-                for f in cg.procs_files:
-                    os.chown(f, owner_uid, -1)
         except OSError:
             cg.kill_all()
             raise

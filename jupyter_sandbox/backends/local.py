@@ -7,8 +7,9 @@ private `/tmp`, and nothing else. When the server runs as root, the sandbox's pr
 `sandbox_user` with no capabilities and `no_new_privs`. With `network` on, user-mode networking
 (slirp4netns, host loopback disabled) is started in the sandbox's own namespace while it warms.
 
-The box listens on a Unix socket in a per-sandbox state directory, which is also how a
-restarted server finds the sandboxes a dead one left behind (`owner.json`).
+Each sandbox has a state directory, `<state_dir>/<id>/`, owned by the server: `owner.json`
+(how a restarted server finds what a dead one left behind), the box's log, and `sock/`, the
+only part the sandbox sees (at `/run/sandbox`), where its box listens on a Unix socket.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pwd
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,7 +36,10 @@ from .base import Backend, BackendError, BackendUnavailable, SandboxSpec, Starte
 from .cgroups import Cgroups, CgroupSet, rlimit_shell
 
 # Files under /etc that a sandbox must not read even though /etc is visible.
-ETC_SECRETS = ("shadow", "shadow-", "gshadow", "gshadow-", "ssh", "ssl/private", "sudoers.d")
+ETC_SECRETS = (
+    "shadow", "shadow-", "gshadow", "gshadow-", "ssh", "ssl/private", "sudoers.d",
+    "jupyter",  # Jupyter config files may hold tokens (this server's among them)
+)  # fmt: skip
 SANDBOX_SOCKET_DIR = "/run/sandbox"
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SLIRP_DNS = "10.0.2.3"
@@ -72,13 +77,20 @@ def _python_roots() -> list[str]:
     return roots
 
 
-def _alive(pid: int, start_time: str | None) -> bool:
+def _alive(pid: int, start_time: str) -> bool:
     """Is `pid` the very process we recorded (not a reused pid)?"""
+    return _start_time(pid) == start_time
+
+
+async def _readable(fd: int) -> None:
+    """Wait until `fd` can be read (or has hit end of file), without a thread."""
+    loop = asyncio.get_running_loop()
+    ready: asyncio.Future = loop.create_future()
+    loop.add_reader(fd, lambda: ready.done() or ready.set_result(None))
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return False
-    return start_time is None or stat.rsplit(")", 1)[1].split()[19] == start_time
+        await ready
+    finally:
+        loop.remove_reader(fd)
 
 
 def _start_time(pid: int) -> str | None:
@@ -94,6 +106,9 @@ class _Jail:
     cgroup: CgroupSet | None
     slirp: asyncio.subprocess.Process | None = None
     dir_fd: int | None = None
+    slirp_exit_fd: int | None = None
+    none_socket: str | None = None  # isolation=none: where the unjailed box listens
+    extra_dir: Path | None = None  # a short socket directory outside the state dir
 
 
 class LocalBackend(Backend):
@@ -191,14 +206,15 @@ class LocalBackend(Backend):
 
     async def _create_once(self, spec: SandboxSpec) -> Started:
         state = Path(self.state_dir) / spec.name
-        state.mkdir(parents=True, exist_ok=False)
-        for path in (state, Path(spec.workspace)):
+        state.mkdir(parents=True, exist_ok=False, mode=0o700)
+        (state / "sock").mkdir()
+        for path in (state / "sock", Path(spec.workspace)):
             if self._uid is not None:
                 os.chown(path, self._uid, self._gid)
         jail = _Jail(proc=None, state_dir=state, cgroup=None)  # type: ignore[arg-type]
         try:
             if self.isolation == "bwrap" and self._cgroups.available:
-                jail.cgroup = self._cgroups.create(spec.name, spec.limits, owner_uid=self._uid)
+                jail.cgroup = self._cgroups.create(spec.name, spec.limits)
             await self._spawn(spec, jail)
             self._jails[spec.name] = jail
             self._write_owner(spec, jail)
@@ -214,14 +230,15 @@ class LocalBackend(Backend):
             if transient:
                 raise _TransientStartError(str(e)) from None
             raise
-        return Started(container_id=spec.name, url=f"unix:{self._socket_path(jail)}")
+        socket = jail.none_socket or self._socket_path(jail)
+        return Started(container_id=spec.name, url=f"unix:{socket}")
 
     def _socket_path(self, jail: _Jail) -> str:
-        path = str(jail.state_dir / "box.sock")
+        path = str(jail.state_dir / "sock" / "box.sock")
         if len(path.encode()) < 100:
             return path
         # AF_UNIX paths are limited to 108 bytes; reach a deep state dir through an fd.
-        jail.dir_fd = os.open(jail.state_dir, os.O_PATH | os.O_DIRECTORY)
+        jail.dir_fd = os.open(jail.state_dir / "sock", os.O_PATH | os.O_DIRECTORY)
         return f"/proc/{os.getpid()}/fd/{jail.dir_fd}/box.sock"
 
     def _environment(self, spec: SandboxSpec) -> dict[str, str]:
@@ -283,7 +300,7 @@ class LocalBackend(Backend):
             a += ["--ro-bind", host, inside]
         a += [
             "--bind", spec.workspace, "/workspace",
-            "--bind", str(state), SANDBOX_SOCKET_DIR,
+            "--bind", str(state / "sock"), SANDBOX_SOCKET_DIR,
             "--chdir", "/workspace",
         ]  # fmt: skip
         for key, value in self._environment(spec).items():
@@ -309,8 +326,14 @@ class LocalBackend(Backend):
         state = jail.state_dir
         log = open(state / "box.log", "wb")  # noqa: SIM115 - handed to the child
         if self.isolation == "none":
-            cmd = [*self._box_command(), f"unix:{state / 'box.sock'}"]
-            env = {**os.environ, **self._environment(spec)}
+            # Unjailed, the box binds the host path itself; keep it under AF_UNIX's limit.
+            sock = state / "sock" / "box.sock"
+            if len(str(sock).encode()) >= 100:
+                sock = Path(tempfile.mkdtemp(prefix="jsbx-")) / "box.sock"
+                jail.extra_dir = sock.parent
+            jail.none_socket = str(sock)
+            cmd = [*self._box_command(), f"unix:{sock}"]
+            env = {**os.environ, **self._environment(spec), "HOME": spec.workspace}
             env.pop("JUPYTER_SANDBOX_TOKEN", None)
             jail.proc = await asyncio.create_subprocess_exec(
                 *cmd, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
@@ -331,7 +354,7 @@ class LocalBackend(Backend):
         args = self._bwrap_args(spec, state, info_w, resolv_r)
         join = ""
         if jail.cgroup is not None:
-            join = 'for f in $SANDBOX_CGROUPS; do echo $$ > "$f"; done; '
+            join = 'for f in $SANDBOX_CGROUPS; do echo $$ > "$f" || exit 125; done; '
         else:
             join = rlimit_shell(spec.limits)
             if not self._warned_rlimits:
@@ -342,65 +365,79 @@ class LocalBackend(Backend):
         if jail.cgroup is not None:
             env["SANDBOX_CGROUPS"] = " ".join(jail.cgroup.procs_files)
         try:
-            jail.proc = await asyncio.create_subprocess_exec(
-                *launcher, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=log, env=env, pass_fds=pass_fds, start_new_session=True,
-            )  # fmt: skip
-        finally:
-            log.close()
-            os.close(info_w)
-            if resolv_r is not None:
-                os.close(resolv_r)
-        try:
+            try:
+                jail.proc = await asyncio.create_subprocess_exec(
+                    *launcher, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+                    stderr=log, env=env, pass_fds=pass_fds, start_new_session=True,
+                )  # fmt: skip
+            except (OSError, ValueError) as e:
+                raise BackendError(f"cannot start bubblewrap: {e}") from e
+            finally:
+                log.close()
+                os.close(info_w)
+                if resolv_r is not None:
+                    os.close(resolv_r)
             info = await asyncio.wait_for(self._read_info(info_r), self.ready_timeout)
         except BackendError as e:
             raise BackendError(f"{e}{self._log_tail(jail)}") from None
+        except asyncio.TimeoutError:
+            raise BackendError(f"bubblewrap did not start in time{self._log_tail(jail)}") from None
         finally:
             os.close(info_r)
         if spec.network:
             try:
-                jail.slirp = await self._start_slirp(info["child-pid"], state)
+                await self._start_slirp(info["child-pid"], jail)
             except BackendError as e:
                 raise BackendError(f"{e}{self._log_tail(jail)}") from None
         await self._send_config(spec, jail, "/workspace")
 
     async def _read_info(self, fd: int) -> dict:
-        loop = asyncio.get_running_loop()
+        """bwrap's --info-fd JSON (the jail's pid), read without blocking the loop."""
+        os.set_blocking(fd, False)
         data = b""
-        # bwrap writes the info JSON then keeps the fd; read until a complete document parses.
         while True:
-            chunk = await loop.run_in_executor(None, os.read, fd, 4096)
+            await _readable(fd)
+            try:
+                chunk = os.read(fd, 4096)
+            except BlockingIOError:
+                continue
             if not chunk:
                 raise BackendError("bubblewrap exited before the sandbox started")
             data += chunk
             with contextlib.suppress(ValueError):
                 return json.loads(data)
 
-    async def _start_slirp(self, child_pid: int, state: Path) -> asyncio.subprocess.Process:
+    async def _start_slirp(self, child_pid: int, jail: _Jail) -> None:
+        state = jail.state_dir
         ready_r, ready_w = os.pipe()
         exit_r, exit_w = os.pipe()
         try:
-            proc = await asyncio.create_subprocess_exec(
+            jail.slirp = await asyncio.create_subprocess_exec(
                 self.slirp4netns_path, "--configure", "--mtu=65520", "--disable-host-loopback",
                 f"--ready-fd={ready_w}", f"--exit-fd={exit_r}", str(child_pid), "tap0",
                 stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
                 stderr=open(state / "slirp.log", "wb"),  # noqa: SIM115
                 pass_fds=[ready_w, exit_r], start_new_session=True,
             )  # fmt: skip
+        except OSError as e:
+            os.close(exit_w)
+            raise BackendError(f"cannot start slirp4netns: {e}") from e
         finally:
             os.close(ready_w)
             os.close(exit_r)
-        # slirp4netns exits when exit_w closes: keep it open for the sandbox's life, so a
+        # slirp4netns exits when exit_w closes: it stays open for the sandbox's life, so a
         # server killed with -9 takes its slirp4netns processes with it.
-        proc._sandbox_exit_fd = exit_w  # type: ignore[attr-defined]
-        loop = asyncio.get_running_loop()
+        jail.slirp_exit_fd = exit_w
         try:
-            ok = await asyncio.wait_for(loop.run_in_executor(None, os.read, ready_r, 1), 10)
+            await asyncio.wait_for(_readable(ready_r), 10)
+            ok = os.read(ready_r, 1)
+        except asyncio.TimeoutError:
+            ok = b""
         finally:
             os.close(ready_r)
         if ok != b"1":
-            raise BackendError(f"slirp4netns failed to start: {(state / 'slirp.log').read_text()}")
-        return proc
+            log = (state / "slirp.log").read_text(errors="replace").strip()
+            raise BackendError(f"slirp4netns failed to start: {log or 'no output'}")
 
     async def _send_config(self, spec: SandboxSpec, jail: _Jail, workspace: str) -> None:
         config = {"token": spec.token, "workspace": workspace, "call_timeout": spec.call_timeout}
@@ -480,9 +517,10 @@ class LocalBackend(Backend):
         elif jail.proc is not None and jail.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(jail.proc.pid, signal.SIGKILL)
+        if jail.slirp_exit_fd is not None:
+            os.close(jail.slirp_exit_fd)
+            jail.slirp_exit_fd = None
         if jail.slirp is not None:
-            with contextlib.suppress(OSError):
-                os.close(jail.slirp._sandbox_exit_fd)  # type: ignore[attr-defined]
             with contextlib.suppress(ProcessLookupError):
                 jail.slirp.kill()
             await jail.slirp.wait()
@@ -490,10 +528,17 @@ class LocalBackend(Backend):
             await jail.proc.wait()
         if jail.dir_fd is not None:
             os.close(jail.dir_fd)
+        if jail.extra_dir is not None:
+            shutil.rmtree(jail.extra_dir, ignore_errors=True)
         shutil.rmtree(jail.state_dir, ignore_errors=True)
 
     async def reap_orphans(self) -> int:
-        """Destroy jails whose owning server process is gone (e.g. killed with -9)."""
+        """Destroy jails whose owning server process is gone (e.g. killed with -9).
+
+        `owner.json` is written by the server into a directory the sandbox cannot see; still,
+        only pids whose recorded start time matches are killed, so a stale file can never
+        make the reaper signal an unrelated process.
+        """
         root = Path(self.state_dir)
         if not root.is_dir():
             return 0
@@ -501,18 +546,18 @@ class LocalBackend(Backend):
         for state in root.iterdir():
             try:
                 owner = json.loads((state / "owner.json").read_text())
-            except (OSError, ValueError):
+                server_pid, server_start = int(owner["server_pid"]), str(owner["server_start"])
+                pids = {int(p): str(t) for p, t in dict(owner.get("pids", {})).items() if t}
+            except (OSError, ValueError, KeyError, TypeError):
                 if time.time() - state.stat().st_mtime < 60:
                     continue  # a sandbox being created right now by a live server
-                owner = {"server_pid": -1, "pids": {}}
-            if owner.get("server_pid") != -1 and _alive(
-                owner["server_pid"], owner.get("server_start")
-            ):
+                server_pid, server_start, pids = -1, "", {}
+            if server_pid > 0 and _alive(server_pid, server_start):
                 continue
-            for pid, started in owner.get("pids", {}).items():
-                if _alive(int(pid), started):
+            for pid, started in pids.items():
+                if _alive(pid, started):
                     with contextlib.suppress(ProcessLookupError):
-                        os.killpg(int(pid), signal.SIGKILL)
+                        os.kill(pid, signal.SIGKILL)
             self._cgroups.existing(state.name).kill_all()
             shutil.rmtree(state, ignore_errors=True)
             reaped += 1

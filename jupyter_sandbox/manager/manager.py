@@ -13,6 +13,7 @@ import contextlib
 import itertools
 import logging
 import os
+import re
 import secrets
 import time
 from collections import deque
@@ -25,7 +26,21 @@ from .boxclient import GENERIC_TOOLS, BoxClient, BoxUnreachable
 from .records import LIVE_STATES, SandboxRecord, State, new_session_id
 
 MAX_REDIRECTS = 10
+RELEASED_TTL = 3600.0  # seconds a released record stays readable, as upstream
 REFILL_DELAY = 0.05  # seconds from a pool claim to the start of its replacement
+
+
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def _check_meta(meta: Any) -> None:
+    if meta is None:
+        return
+    if not isinstance(meta, dict):
+        raise InvalidRequest("meta must be a JSON object")
+    session = meta.get("session_ctx_id")
+    if session is not None and not isinstance(session, str):
+        raise InvalidRequest("meta.session_ctx_id must be a string")
 
 
 class SandboxNotFound(LookupError):
@@ -257,6 +272,7 @@ class SandboxManager:
         self, sandbox_type: str | None = None, meta: dict | None = None
     ) -> str | None:
         spec_type = registry.resolve(sandbox_type, self.settings.sandbox_types[0])
+        _check_meta(meta)
         pool = self.pools.get(spec_type.name)
         while pool:
             record = pool.popleft()
@@ -270,6 +286,7 @@ class SandboxManager:
             record.bind(meta)
             self._bind_session(record)
             return record.container_name
+        self._refill(spec_type.name)  # e.g. a pool that stopped at max_sandboxes
         return await self._create(spec_type, meta, {})
 
     async def create(
@@ -284,10 +301,20 @@ class SandboxManager:
         if mount_dir or storage_path:
             # Host paths chosen by a client would expose the host (upstream §7.2 item 6).
             self.log.warning("ignoring client-supplied mount_dir/storage_path on create")
+        _check_meta(meta)
         environment = environment or {}
-        bad = [k for k, v in environment.items() if not isinstance(v, str)]
+        if not isinstance(environment, dict):
+            raise InvalidRequest("environment must be a JSON object of strings")
+        bad = [
+            k
+            for k, v in environment.items()
+            if not isinstance(v, str) or not _ENV_NAME.match(k) or "\x00" in v
+        ]
         if bad:
-            raise InvalidRequest(f"environment values must be strings; not: {', '.join(bad)}")
+            raise InvalidRequest(
+                "environment must map variable names (letters, digits, _) to strings "
+                f"without NUL characters; not: {', '.join(map(repr, bad))}"
+            )
         return await self._create(spec_type, meta, environment)
 
     async def _create(
@@ -305,6 +332,9 @@ class SandboxManager:
             record = await self._make(spec_type, meta, environment)
         except BackendError as e:
             self.log.error("creating a %s sandbox failed: %s", spec_type.name, e)
+            return None
+        except Exception:  # a bug or the host (ENOSPC, EMFILE): still answer {"data": null}
+            self.log.exception("creating a %s sandbox failed", spec_type.name)
             return None
         finally:
             self._cold_starting -= 1
@@ -360,6 +390,21 @@ class SandboxManager:
         task = asyncio.ensure_future(self._teardown(record, client))
         self._teardowns.add(task)
         task.add_done_callback(self._teardowns.discard)
+        self._purge_released()
+        if not self._closing:
+            for sandbox_type in self.pools:  # capacity was freed: pools stopped by the limit
+                self._refill(sandbox_type)
+
+    def _purge_released(self) -> None:
+        """Forget released records after RELEASED_TTL (get_info answers `released` until then)."""
+        horizon = time.time() - RELEASED_TTL
+        stale = [
+            name
+            for name, r in self.records.items()
+            if r.state == State.RELEASED and (r.released_at or 0) < horizon
+        ]
+        for name in stale:
+            del self.records[name]
 
     async def _teardown(self, record: SandboxRecord, client: BoxClient | None) -> None:
         if client is not None:
@@ -405,10 +450,15 @@ class SandboxManager:
         spec_type = registry.resolve(record.sandbox_type, record.sandbox_type)
         spec = self._spec(record, dict(spec_type.environment))
         os.makedirs(record.mount_dir, exist_ok=True)
+        if record.container_id:
+            await self.backend.destroy(record.container_id)  # a crashed box's remains
         try:
             started = await self.backend.create(spec)
         except BackendError as e:
             self.log.error("starting %s failed: %s", record.container_name, e)
+            return False
+        if record.state not in LIVE_STATES:  # released while it was starting
+            await self.backend.destroy(started.container_id)
             return False
         old = self._clients.pop(record.container_name, None)
         if old is not None:

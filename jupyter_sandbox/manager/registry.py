@@ -30,9 +30,14 @@ class SandboxType:
     """What the manager needs to know to make a sandbox of one type."""
 
     name: str
-    image: str
+    custom_image: str | None = None
     description: str = ""
     environment: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def image(self) -> str:
+        # Resolved on use: an --env-file may set RUNTIME_SANDBOX_* after this was registered.
+        return self.custom_image or image_name(f"runtime-sandbox-{self.name}")
 
 
 def image_name(short: str) -> str:
@@ -65,7 +70,7 @@ def register_sandbox_type(
         )
     spec = SandboxType(
         name=name,
-        image=image or image_name(f"runtime-sandbox-{name}"),
+        custom_image=image,
         description=description,
         environment=dict(environment or {}),
     )

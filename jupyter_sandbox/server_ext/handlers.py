@@ -78,9 +78,21 @@ class SandboxHandler(JSONErrorsMixin, ExtensionHandlerMixin, JupyterHandler):
         return self.sandbox_app.manager
 
     async def prepare(self) -> None:  # type: ignore[override]
+        if not self.check_host():  # DNS rebinding: a web page posing as this host
+            raise web.HTTPError(403, "Host header not allowed")
         app = self.sandbox_app
         expected = app.bearer_token
         given = bearer_from_header(self.request.headers.get("Authorization"))
+        if not expected and app.standalone and self.request.method == "POST":
+            # With no token, a web page could still send a "simple" cross-site POST; those
+            # cannot carry this content type without a CORS preflight, which is refused.
+            content_type = self.request.headers.get("Content-Type", "")
+            if not content_type.startswith("application/json") and not isinstance(
+                self, ProxyHandler
+            ):
+                raise web.HTTPError(
+                    415, "Content-Type must be application/json on a server without a token"
+                )
         if (not expected and app.standalone) or token_matches(given, expected):
             # Our token (or an open standalone server): no Jupyter login, no XSRF cookie.
             self._sandbox_token_auth = True
