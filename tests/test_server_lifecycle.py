@@ -68,6 +68,7 @@ def test_help_all_documents_every_trait() -> None:
     ("args", "message"),
     [
         (["--ip=0.0.0.0"], "refusing to listen on '0.0.0.0' without a token"),
+        (["--ip=*"], "without a token"),
         (["--LocalBackend.bwrap_path=/nonexistent/bwrap"], "apt-get install bubblewrap"),
         (["--SandboxApp.workers=2"], "Redis"),
         (["--SandboxApp.backend=docker"], "not available in this version"),
@@ -202,3 +203,30 @@ def test_rpc_bodies_are_validated(server: Server) -> None:
     }
     health = post("health", b"{}")
     assert health.status_code == 405
+
+
+def test_open_server_resists_browsers(tmp_path: Path) -> None:
+    """Without a token: no DNS rebinding (Host check) and no cross-site simple POSTs."""
+    import requests
+
+    srv = start_server(tmp_path, "--SandboxApp.pool_size=0", token=None)
+    try:
+        url = f"{srv.url}/list_session_keys"
+        assert requests.post(url, json={}).json() == {"data": []}
+        simple = requests.post(url, data="{}", headers={"Content-Type": "text/plain"})
+        assert simple.status_code == 415
+        rebound = requests.post(url, json={}, headers={"Host": "attacker.example:80"})
+        assert rebound.status_code == 403
+    finally:
+        stop_server(srv)
+
+
+def test_bad_meta_and_environment_leak_nothing(server: Server) -> None:
+    before = wait_healthy(server)["pools"]["base"]["warm"]
+    for body in ({"meta": "x"}, {"meta": {"session_ctx_id": [1]}}):
+        response = server.rpc("create_from_pool", **body)
+        assert response.status_code == 400, response.text
+    for env in ({"A=B": "x"}, {"A": "x\u0000y"}, {"A": 1}):
+        assert server.rpc("create", environment=env).status_code == 400
+    assert wait_healthy(server)["pools"]["base"]["warm"] == before
+    assert "" not in server.data("list_session_keys")
