@@ -181,7 +181,8 @@ class SandboxApp(ExtensionApp):
         300.0,
         config=True,
         help="Seconds a session may stay idle before its sandboxes are reaped "
-        "(seed HEARTBEAT_TIMEOUT). Default: 300.",
+        "(seed HEARTBEAT_TIMEOUT). Leases are renewed now, but idle reaping (with workspace "
+        "save and transparent restore) arrives with the lifecycle work. Default: 300.",
     )
 
     # -- backend and sandboxes -------------------------------------------------------------

@@ -69,6 +69,8 @@ class JSONErrorsMixin:
 class SandboxHandler(JSONErrorsMixin, ExtensionHandlerMixin, JupyterHandler):
     """Base handler: bearer auth (or Jupyter's own auth in extension mode), JSON errors."""
 
+    json_only = True  # POST bodies must be JSON when the server has no token
+
     @property
     def sandbox_app(self) -> Any:
         return self.extensionapp
@@ -83,17 +85,15 @@ class SandboxHandler(JSONErrorsMixin, ExtensionHandlerMixin, JupyterHandler):
         app = self.sandbox_app
         expected = app.bearer_token
         given = bearer_from_header(self.request.headers.get("Authorization"))
-        if not expected and app.standalone and self.request.method == "POST":
-            # With no token, a web page could still send a "simple" cross-site POST; those
-            # cannot carry this content type without a CORS preflight, which is refused.
-            content_type = self.request.headers.get("Content-Type", "")
-            if not content_type.startswith("application/json") and not isinstance(
-                self, ProxyHandler
-            ):
-                raise web.HTTPError(
-                    415, "Content-Type must be application/json on a server without a token"
-                )
-        if (not expected and app.standalone) or token_matches(given, expected):
+        # With no token, a web page could still send a "simple" cross-site POST; those cannot
+        # carry a JSON content type without a CORS preflight, which is refused.
+        open_server = not expected and app.standalone
+        json_body = self.request.headers.get("Content-Type", "").startswith("application/json")
+        if open_server and self.json_only and self.request.method == "POST" and not json_body:
+            raise web.HTTPError(
+                415, "Content-Type must be application/json on a server without a token"
+            )
+        if open_server or token_matches(given, expected):
             # Our token (or an open standalone server): no Jupyter login, no XSRF cookie.
             self._sandbox_token_auth = True
             self.current_user = self._jupyter_current_user = SANDBOX_CLIENT
@@ -222,6 +222,8 @@ class ProxyHandler(SandboxHandler):
     The client's Authorization header is replaced, not forwarded (upstream forwards both and
     every `fs` call fails with 403 when a bearer token is set).
     """
+
+    json_only = False  # uploads are raw or multipart; a sandbox id is an unguessable capability
 
     async def _forward(self, identity: str, path: str) -> None:
         headers = {k: v for k, v in self.request.headers.items() if k.lower() not in HOP_BY_HOP}
