@@ -437,13 +437,18 @@ class SandboxManager:
             return "removed"
         return self.backend.status(record.container_id or "") or "exited"
 
-    async def start(self, identity: str) -> bool:
-        """Start a stopped sandbox again: a fresh box on the same workspace."""
+    def _find_live(self, identity: str) -> SandboxRecord | None:
+        """The live record for `identity`, or None (start/stop answer false, as upstream)."""
         try:
             record = self._lookup(identity)
         except SandboxNotFound:
-            return False
-        if record.state not in LIVE_STATES:
+            return None
+        return record if record.state in LIVE_STATES else None
+
+    async def start(self, identity: str) -> bool:
+        """Start a stopped sandbox again: a fresh box on the same workspace."""
+        record = self._find_live(identity)
+        if record is None:
             return False
         if self.backend.status(record.container_id or "") == "running":
             return True
@@ -471,11 +476,8 @@ class SandboxManager:
 
     async def stop(self, identity: str) -> bool:
         """Stop a sandbox's processes; its record and workspace stay (status `exited`)."""
-        try:
-            record = self._lookup(identity)
-        except SandboxNotFound:
-            return False
-        if record.state not in LIVE_STATES:
+        record = self._find_live(identity)
+        if record is None:
             return False
         if record.container_id:
             await self.backend.destroy(record.container_id)
