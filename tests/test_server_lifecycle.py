@@ -14,7 +14,18 @@ import pytest
 
 from .conftest import Server, start_server, stop_server, wait_healthy
 
-CGROUP_ROOT = Path("/sys/fs/cgroup/memory/jupyter-sandbox")
+# v1 (these machines: one hierarchy per controller) or v2 (one unified hierarchy).
+CGROUP_ROOT = next(
+    (
+        p
+        for p in (
+            Path("/sys/fs/cgroup/memory/jupyter-sandbox"),
+            Path("/sys/fs/cgroup/jupyter-sandbox"),
+        )
+        if p.exists()
+    ),
+    Path("/sys/fs/cgroup/memory/jupyter-sandbox"),
+)
 
 
 def run_cli(
