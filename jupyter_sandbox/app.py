@@ -126,26 +126,25 @@ class SandboxApp(ExtensionApp):
         1,
         config=True,
         help="Server processes sharing one port (seed WORKERS). Values above 1 need shared "
-        "state in Redis, which arrives in a later version. Default: 1.",
+        "state in Redis, which arrives in a later version.",
     )
     bearer_token = Unicode(
         "",
         config=True,
         help="The token clients send as `Authorization: Bearer <token>` (seed BEARER_TOKEN). "
-        "Empty: no authentication, allowed only on a loopback address. Default: empty.",
+        "Empty: no authentication, allowed only on a loopback address.",
     )
     env_file = Unicode(
         "",
         config=True,
         help="An AgentScope `.env` file whose variables (HOST, PORT, POOL_SIZE, …) set the "
-        "matching traits; `--config custom.env` is an alias. Command-line flags win. "
-        "Default: none.",
+        "matching traits; `--config custom.env` is an alias. Command-line flags win.",
     )
     extensions = List(
         Unicode(),
         config=True,
         help="Modules (file paths or importable names) loaded at startup to register custom "
-        "sandbox types; repeat `--extension X`. Default: [].",
+        "sandbox types; repeat `--extension X`.",
     )
 
     # -- pools and types -------------------------------------------------------------------
@@ -154,35 +153,31 @@ class SandboxApp(ExtensionApp):
         default_value=["base"],
         config=True,
         help="Sandbox types that get a warm pool; the first is the default type "
-        "(seed DEFAULT_SANDBOX_TYPE). Accepts `base,gui` or a JSON list. Default: ['base'].",
+        "(seed DEFAULT_SANDBOX_TYPE). Accepts `base,gui` or a JSON list.",
     )
-    pool_size = Int(
-        1, config=True, help="Warm sandboxes kept ready per type (seed POOL_SIZE). Default: 1."
-    )
+    pool_size = Int(1, config=True, help="Warm sandboxes kept ready per type (seed POOL_SIZE).")
     max_sandboxes = Int(
         0,
         config=True,
         help="Most sandboxes alive at once, pooled ones included; 0 = unlimited "
-        '(seed MAX_SANDBOX_INSTANCES). Over it, create calls answer {"data": null}. Default: 0.',
+        '(seed MAX_SANDBOX_INSTANCES). Over it, create calls answer {"data": null}.',
     )
     auto_cleanup = Bool(
         True,
         config=True,
-        help="Destroy every sandbox this server made when it shuts down (seed AUTO_CLEANUP). "
-        "Default: True.",
+        help="Destroy every sandbox this server made when it shuts down (seed AUTO_CLEANUP).",
     )
     container_prefix = Unicode(
         "runtime-sandbox-container-",
         config=True,
-        help="Prefix of sandbox ids and container names (seed CONTAINER_PREFIX_KEY). "
-        "Default: runtime-sandbox-container-.",
+        help="Prefix of sandbox ids and container names (seed CONTAINER_PREFIX_KEY).",
     )
     heartbeat_timeout = Float(
         300.0,
         config=True,
         help="Seconds a session may stay idle before its sandboxes are reaped "
         "(seed HEARTBEAT_TIMEOUT). Leases are renewed now, but idle reaping (with workspace "
-        "save and transparent restore) arrives with the lifecycle work. Default: 300.",
+        "save and transparent restore) arrives with the lifecycle work.",
     )
 
     # -- backend and sandboxes -------------------------------------------------------------
@@ -191,21 +186,20 @@ class SandboxApp(ExtensionApp):
         default_value="local",
         config=True,
         help="Where sandboxes run (seed CONTAINER_DEPLOYMENT): 'local' (bubblewrap jails on "
-        "this machine); 'docker' and 'kubernetes' arrive in later versions. Default: local.",
+        "this machine); 'docker' and 'kubernetes' arrive in later versions.",
     )
     mount_dir = Unicode(
         "sessions_mount_dir",
         config=True,
         help="Host directory holding each sandbox's /workspace, one subdirectory per sandbox, "
-        "relative to the server's working directory (seed DEFAULT_MOUNT_DIR). "
-        "Default: sessions_mount_dir.",
+        "relative to the server's working directory (seed DEFAULT_MOUNT_DIR).",
     )
     readonly_mounts = Dict(
         key_trait=Unicode(),
         value_trait=Unicode(),
         config=True,
         help="Host paths mounted read-only into every sandbox, {host path: sandbox path} "
-        "(seed READONLY_MOUNTS). Default: {}.",
+        "(seed READONLY_MOUNTS).",
     )
     port_range = List(
         Int(),
@@ -213,29 +207,28 @@ class SandboxApp(ExtensionApp):
         minlen=2,
         maxlen=2,
         config=True,
-        help="Host ports [first, last) that container backends may publish (seed PORT_RANGE). "
-        "Default: [49152, 59152].",
+        help="Host ports [first, last) that container backends may publish (seed PORT_RANGE).",
     )
     call_timeout = Float(
         60.0,
         config=True,
         help="Seconds one tool call may run before it is killed (shell) or interrupted "
-        "(IPython) and reported as an error. Default: 60.",
+        "(IPython) and reported as an error.",
     )
     network = Bool(
         True,
         config=True,
         help="Give sandboxes network access (user-mode networking; never the host's "
-        "loopback). False: only the sandbox's own loopback. Default: True.",
+        "loopback). False: only the sandbox's own loopback.",
     )
     memory_limit = Union(
         [Int(), Unicode()],
         default_value="1g",
         config=True,
-        help="Memory limit per sandbox, e.g. 512m or 2g. Default: 1g.",
+        help="Memory limit per sandbox, e.g. 512m or 2g.",
     )
-    cpu_limit = Float(1.0, config=True, help="CPUs per sandbox (e.g. 0.5). Default: 1.0.")
-    pids_limit = Int(256, config=True, help="Most processes and threads per sandbox. Default: 256.")
+    cpu_limit = Float(1.0, config=True, help="CPUs per sandbox (e.g. 0.5).")
+    pids_limit = Int(256, config=True, help="Most processes and threads per sandbox.")
 
     @validate("sandbox_types")
     def _split_types(self, proposal: Any) -> list[str]:

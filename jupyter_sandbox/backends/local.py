@@ -122,29 +122,27 @@ class LocalBackend(Backend):
         config=True,
         help="""How sandboxes are isolated: 'bwrap' (bubblewrap namespaces, the default) or
         'none' (plain processes, NOT isolated from the host or each other; only for hosts that
-        forbid namespaces, such as Binder). Default: bwrap.""",
+        forbid namespaces, such as Binder).""",
     )
-    bwrap_path = Unicode("bwrap", config=True, help="The bubblewrap executable. Default: bwrap.")
+    bwrap_path = Unicode("bwrap", config=True, help="The bubblewrap executable.")
     slirp4netns_path = Unicode(
         "slirp4netns",
         config=True,
         help="The slirp4netns executable that gives a sandbox user-mode networking when "
-        "SandboxApp.network is on. Default: slirp4netns.",
+        "SandboxApp.network is on.",
     )
     sandbox_user = Unicode(
         "nobody",
         config=True,
         help="When the server runs as root, sandbox processes run as this unprivileged user "
-        "(by name or numeric uid). Default: nobody.",
+        "(by name or numeric uid).",
     )
     state_dir = Unicode(
         config=True,
         help="Directory for per-sandbox runtime state (the box's socket, owner files). "
         "Default: <jupyter runtime dir>/sandbox.",
     )
-    ready_timeout = Float(
-        30.0, config=True, help="Seconds a new sandbox may take to become ready. Default: 30."
-    )
+    ready_timeout = Float(30.0, config=True, help="Seconds a new sandbox may take to become ready.")
 
     @default("state_dir")
     def _default_state_dir(self) -> str:
