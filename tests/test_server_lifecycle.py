@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -48,6 +49,12 @@ def alive(pids: list[int]) -> list[str]:
         if "State:\tZ" not in status:
             out.append(status.splitlines()[0] + f" pid {pid}")
     return out
+
+
+def kill_all(pids: list[int]) -> None:
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):  # gone with its parent already
+            os.kill(pid, signal.SIGKILL)
 
 
 def wait_for(condition, timeout: float = 10) -> None:
@@ -168,8 +175,7 @@ def test_dead_sandbox_gets_a_clear_error_and_pool_skips_dead(tmp_path: Path) -> 
     server = start_server(tmp_path, "--SandboxApp.pool_size=1")
     try:
         sid = server.data("create_from_pool", meta={"session_ctx_id": "d"})
-        for pid in sandbox_pids(sid):
-            os.kill(pid, signal.SIGKILL)
+        kill_all(sandbox_pids(sid))
         wait_for(lambda: server.data("get_status", identity=sid) == "exited")
         result = server.data("call_tool", identity=sid, tool_name="run_shell_command",
                              arguments={"command": "true"})  # fmt: skip
@@ -178,8 +184,7 @@ def test_dead_sandbox_gets_a_clear_error_and_pool_skips_dead(tmp_path: Path) -> 
         # A pooled sandbox that died while waiting is discarded, never handed out.
         wait_healthy(server)
         pooled = [p.name for p in (tmp_path / "state").iterdir() if p.name != sid]
-        for pid in sandbox_pids(pooled[0]):
-            os.kill(pid, signal.SIGKILL)
+        kill_all(sandbox_pids(pooled[0]))
         wait_for(lambda: not alive(sandbox_pids(pooled[0])))
         time.sleep(0.5)  # the server notices a dead child when it reaps it
         fresh = server.data("create_from_pool", meta={"session_ctx_id": "e"})
