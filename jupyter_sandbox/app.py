@@ -294,11 +294,7 @@ class SandboxApp(ExtensionApp):
             self.log.warning(note)
         os.environ.update(environment)
         for section, target in (("SandboxApp", self), ("ServerApp", serverapp)):
-            explicit = (
-                self.config.get(section, {})
-                if section == "SandboxApp"
-                else serverapp.config.get(section, {})
-            )
+            explicit = target.config.get(section, {})
             for trait, value in config.get(section, {}).items():
                 if trait in explicit:
                     continue  # a flag or config file said otherwise; it wins

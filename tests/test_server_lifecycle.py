@@ -246,3 +246,13 @@ def test_bad_meta_and_environment_leak_nothing(server: Server) -> None:
         assert server.rpc("create", environment=env).status_code == 400
     assert wait_healthy(server)["pools"]["base"]["warm"] == before
     assert "" not in server.data("list_session_keys")
+
+
+def test_flags_win_over_the_env_file(tmp_path: Path) -> None:
+    env = tmp_path / "seed.env"
+    env.write_text("POOL_SIZE=3\nDEFAULT_SANDBOX_TYPE=base\n")
+    srv = start_server(tmp_path, f"--config={env}", "--SandboxApp.pool_size=0")
+    try:
+        assert wait_healthy(srv)["pools"]["base"]["target"] == 0
+    finally:
+        stop_server(srv)
