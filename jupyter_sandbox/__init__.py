@@ -27,4 +27,22 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'jupyter_sandbox' has no attribute {name!r}")
 
 
-__all__ = ["__version__", "register_sandbox_type"]
+__all__ = [  # the SDK's names resolve lazily through __getattr__
+    "__version__",
+    "register_sandbox_type",
+    "Sandbox",
+    "BaseSandbox",
+    "FilesystemSandbox",
+    "BrowserSandbox",
+    "GuiSandbox",
+    "SandboxAsync",
+    "BaseSandboxAsync",
+    "FilesystemSandboxAsync",
+    "BrowserSandboxAsync",
+    "GuiSandboxAsync",
+    "SandboxError",
+    "AuthenticationError",
+    "SandboxNotFoundError",
+    "NoSandboxAvailableError",
+    "SandboxServerError",
+]
