@@ -256,3 +256,27 @@ def test_flags_win_over_the_env_file(tmp_path: Path) -> None:
         assert wait_healthy(srv)["pools"]["base"]["target"] == 0
     finally:
         stop_server(srv)
+
+
+def test_kill_9_while_sandboxes_start_leaves_no_process(tmp_path: Path) -> None:
+    server = start_server(tmp_path, "--SandboxApp.pool_size=4", wait=False)
+    deadline = time.monotonic() + 30
+    while not list((tmp_path / "state").glob("*/owner.json")):
+        assert time.monotonic() < deadline and server.proc.poll() is None, server.log_text()
+        time.sleep(0.01)
+    server.proc.kill()  # mid-warm-up: some jails exist, others are being made
+    server.proc.wait()
+
+    def jail_processes() -> list[str]:
+        out = []
+        for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+            try:
+                text = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+                status = (cmdline.parent / "status").read_text()
+            except OSError:
+                continue
+            if str(tmp_path) in text and "State:\tZ" not in status:
+                out.append(text[:120])
+        return out
+
+    wait_for(lambda: not jail_processes())

@@ -358,7 +358,9 @@ class LocalBackend(Backend):
             if not self._warned_rlimits:
                 self._warned_rlimits = True
                 self.log.warning("sandbox limits use rlimits (cgroups not writable)")
-        launcher = ["/bin/sh", "-c", join + 'exec "$@"', "sh", *args]
+        # bwrap's --die-with-parent guards the jail's processes, not bwrap itself: the
+        # parent-death signal makes bwrap die with this server too, even mid-start.
+        launcher = ["/bin/sh", "-c", join + 'exec setpriv --pdeathsig KILL -- "$@"', "sh", *args]
         env = {"PATH": os.environ.get("PATH", SANDBOX_PATH)}
         if jail.cgroup is not None:
             env["SANDBOX_CGROUPS"] = " ".join(jail.cgroup.procs_files)
