@@ -113,6 +113,7 @@ class SandboxManager:
         self.pools: dict[str, deque[SandboxRecord]] = {t: deque() for t in settings.sandbox_types}
         self._pending: dict[str, int] = dict.fromkeys(settings.sandbox_types, 0)  # warming
         self._cold_starting = 0
+        self._last_purge = 0.0
         self._clients: dict[str, BoxClient] = {}
         self._refill_slots = asyncio.Semaphore(settings.refill_concurrency)
         self._tasks: set[asyncio.Task] = set()
@@ -396,8 +397,14 @@ class SandboxManager:
                 self._refill(sandbox_type)
 
     def _purge_released(self) -> None:
-        """Forget released records after RELEASED_TTL (get_info answers `released` until then)."""
-        horizon = time.time() - RELEASED_TTL
+        """Forget released records after RELEASED_TTL (get_info answers `released` until then).
+
+        A scan of every record, so at most once a minute: releases are frequent."""
+        now = time.time()
+        if now - self._last_purge < 60:
+            return
+        self._last_purge = now
+        horizon = now - RELEASED_TTL
         stale = [
             name
             for name, r in self.records.items()

@@ -176,7 +176,7 @@ class RPCHandler(SandboxHandler):
             kwargs = {}
         if not isinstance(kwargs, dict):
             raise web.HTTPError(400, f"Error in {route}: the body must be a JSON object")
-        params = _parameters(name)
+        params, required = SIGNATURES[name]
         if "args" in kwargs and params:
             # The official async SDK sends `{"args": <first positional>}` (wire §1.3.10).
             args = kwargs.pop("args")
@@ -191,29 +191,24 @@ class RPCHandler(SandboxHandler):
                     f"Error in {route}: unexpected keyword argument(s) {', '.join(unknown)}; "
                     f"expected: {', '.join(params) or 'none'}",
                 )
-        required = _required(name)
         missing = [p for p in required if p not in kwargs]
         if missing:
             raise web.HTTPError(400, f"Error in {route}: missing {', '.join(missing)}")
         return kwargs
 
 
-def _parameters(name: str) -> list[str]:
-    sig = inspect.signature(getattr(SandboxManager, name))
-    return [
-        p.name
-        for p in sig.parameters.values()
+def _signature(name: str) -> tuple[list[str], list[str]]:
+    """(accepted, required) keyword names of a manager RPC."""
+    params = [
+        p
+        for p in inspect.signature(getattr(SandboxManager, name)).parameters.values()
         if p.name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     ]
+    return [p.name for p in params], [p.name for p in params if p.default is p.empty]
 
 
-def _required(name: str) -> list[str]:
-    sig = inspect.signature(getattr(SandboxManager, name))
-    return [
-        p.name
-        for p in sig.parameters.values()
-        if p.name != "self" and p.default is p.empty and p.kind == p.POSITIONAL_OR_KEYWORD
-    ]
+# Computed once: every RPC validates its body against these.
+SIGNATURES = {name: _signature(name) for name in RPC_METHODS}
 
 
 class ProxyHandler(SandboxHandler):
