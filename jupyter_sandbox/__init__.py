@@ -6,7 +6,15 @@ from typing import Any
 
 __version__ = "0.1.0"
 
-from .manager.registry import register_sandbox_type  # noqa: E402
+# Names served lazily by __getattr__, with the module that defines them. Nothing is imported
+# eagerly: the box (inside a sandbox image) imports this package and has none of the server's
+# dependencies.
+_LAZY = {
+    "register_sandbox_type": ".manager.registry",
+    "SandboxRegistry": ".sandbox.registry",
+    "SandboxType": ".sandbox.registry",
+    "build_image_uri": ".sandbox.registry",
+}
 
 
 def _jupyter_server_extension_points() -> list[dict[str, Any]]:
@@ -21,15 +29,20 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'jupyter_sandbox' has no attribute {name!r}")
     import importlib
 
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name], __name__), name)
     client = importlib.import_module(".client", __name__)
     if name in client.__all__:
         return getattr(client, name)
     raise AttributeError(f"module 'jupyter_sandbox' has no attribute {name!r}")
 
 
-__all__ = [  # the SDK's names resolve lazily through __getattr__
+__all__ = [  # resolved lazily through __getattr__
     "__version__",
     "register_sandbox_type",
+    "SandboxRegistry",
+    "SandboxType",
+    "build_image_uri",
     "Sandbox",
     "BaseSandbox",
     "FilesystemSandbox",

@@ -8,15 +8,12 @@ the root on 127.0.0.1:8000; inside `jupyter server`/`jupyter lab` under `{base_u
 
 from __future__ import annotations
 
-import importlib
-import importlib.util
 import ipaddress
 import json
 import os
 import re
 import secrets
 import signal
-import sys
 import uuid
 from typing import Any
 
@@ -37,23 +34,12 @@ from traitlets import (
 )
 
 from . import __version__, envfile
-from .backends import BackendUnavailable, Limits
+from .backends import Backend, BackendUnavailable, Limits, parse_size
+from .backends.docker import DockerBackend
 from .backends.local import LocalBackend
+from .extensions import ExtensionError, load_extension
 from .manager import ManagerSettings, SandboxManager, registry
 from .server_ext import route_table
-
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
-
-
-def parse_size(value: str | int) -> int:
-    """`1g`, `512m`, `1GiB`, `1048576` → bytes (powers of 1024, like Docker)."""
-    if isinstance(value, int):
-        return value
-    match = _SIZE.match(str(value))
-    if not match:
-        raise ValueError(f"not a size: {value!r} (use e.g. 512m or 1g)")
-    number, unit = match.groups()
-    return int(float(number) * 1024 ** "bkmgt".index(unit.lower() or "b"))
 
 
 def split_types(values: list[str] | str) -> list[str]:
@@ -109,7 +95,8 @@ class SandboxApp(ExtensionApp):
     version = __version__
     load_other_extensions = False
     serverapp_class = SandboxServerApp
-    classes = [LocalBackend]  # their traits show in --help-all and take --LocalBackend.x
+    # Their traits show in --help-all and take --LocalBackend.x / --DockerBackend.x.
+    classes = [LocalBackend, DockerBackend]
     extension_url = "/health"
     default_url = "/health"
 
@@ -186,8 +173,36 @@ class SandboxApp(ExtensionApp):
         default_value="local",
         config=True,
         help="Where sandboxes run (seed CONTAINER_DEPLOYMENT): 'local' (bubblewrap jails on "
-        "this machine); 'docker' and 'kubernetes' arrive in later versions.",
+        "this machine, no image) or 'docker' (containers from the runtime-sandbox-<type> "
+        "images; see DockerBackend); 'kubernetes' arrives in a later version.",
     )
+    image_registry = Unicode(
+        config=True,
+        help="Registry part of image names, `{registry/}{namespace}/runtime-sandbox-<type>:"
+        "{tag}`. Default: $RUNTIME_SANDBOX_REGISTRY, else none (Docker Hub).",
+    )
+    image_namespace = Unicode(
+        config=True,
+        help="Namespace part of image names. Default: $RUNTIME_SANDBOX_IMAGE_NAMESPACE, else "
+        "'agentscope'.",
+    )
+    image_tag = Unicode(
+        config=True,
+        help="Tag of image names. Default: $RUNTIME_SANDBOX_IMAGE_TAG, else 'latest'.",
+    )
+
+    @default("image_registry")
+    def _default_registry(self) -> str:
+        return os.environ.get("RUNTIME_SANDBOX_REGISTRY", "")
+
+    @default("image_namespace")
+    def _default_namespace(self) -> str:
+        return os.environ.get("RUNTIME_SANDBOX_IMAGE_NAMESPACE", "agentscope")
+
+    @default("image_tag")
+    def _default_tag(self) -> str:
+        return os.environ.get("RUNTIME_SANDBOX_IMAGE_TAG", "latest")
+
     mount_dir = Unicode(
         "sessions_mount_dir",
         config=True,
@@ -305,19 +320,9 @@ class SandboxApp(ExtensionApp):
 
     def _load_extension_module(self, extension: str) -> None:
         try:
-            if extension.endswith(".py") or os.sep in extension:
-                path = os.path.abspath(extension)
-                module_name = os.path.splitext(os.path.basename(path))[0]
-                spec = importlib.util.spec_from_file_location(module_name, path)
-                if spec is None or spec.loader is None:
-                    raise ImportError(f"cannot load {path}")
-                module = importlib.util.module_from_spec(spec)
-                sys.modules[module_name] = module
-                spec.loader.exec_module(module)
-            else:
-                importlib.import_module(extension)
-        except Exception as e:
-            self._fail(f"--extension {extension}: {type(e).__name__}: {e}")
+            load_extension(extension)
+        except ExtensionError as e:
+            self._fail(str(e))
 
     def _fail(self, message: str) -> None:
         """Refuse to start: exit when standalone, disable the extension inside Jupyter."""
@@ -332,11 +337,14 @@ class SandboxApp(ExtensionApp):
                 f"SandboxApp.workers={self.workers}: several worker processes need shared state "
                 "in Redis, which this version does not have yet; use workers=1."
             )
-        if self.backend != "local":
+        if self.backend not in ("local", "docker"):
             self._fail(
                 f"SandboxApp.backend={self.backend!r} is not available in this version; "
-                "use 'local' (bubblewrap)."
+                "use 'local' (bubblewrap) or 'docker'."
             )
+        first, last = self.port_range
+        if not 0 < first < last <= 65536:
+            self._fail(f"SandboxApp.port_range {self.port_range}: need 0 < first < last <= 65536")
         unknown = [t for t in self.sandbox_types if not registry.is_known(t)]
         if unknown or not self.sandbox_types:
             named = ", ".join(unknown) or "(none given)"
@@ -356,13 +364,27 @@ class SandboxApp(ExtensionApp):
         if self.pool_size < 0 or self.max_sandboxes < 0:
             self._fail("pool_size and max_sandboxes must be >= 0")
 
-    def _make_backend(self) -> LocalBackend:
-        backend = LocalBackend(parent=self, server_id=self.server_id, log=self.log)
+    def _make_backend(self) -> Backend:
+        backend: Backend
+        if self.backend == "docker":
+            backend = DockerBackend(
+                parent=self,
+                server_id=self.server_id,
+                port_range=tuple(self.port_range),
+                log=self.log,
+            )
+        else:
+            backend = LocalBackend(parent=self, server_id=self.server_id, log=self.log)
         try:
             backend.check()
         except BackendUnavailable as e:
             self._fail(str(e))
-        if self.network and backend.isolation == "bwrap" and not backend.needs_slirp():
+        if (
+            isinstance(backend, LocalBackend)
+            and self.network
+            and backend.isolation == "bwrap"
+            and not backend.needs_slirp()
+        ):
             self._fail(
                 "SandboxApp.network is on but slirp4netns is not installed, so sandboxes would "
                 "have no network. Install it (`apt-get install slirp4netns`) or start with "
@@ -373,6 +395,7 @@ class SandboxApp(ExtensionApp):
     def initialize_settings(self) -> None:
         self.server_id = uuid.uuid4().hex[:12]
         self._check_settings()
+        registry.configure_images(self.image_registry, self.image_namespace, self.image_tag)
         canonical = list(dict.fromkeys(registry.resolve(t, t).name for t in self.sandbox_types))
         settings = ManagerSettings(
             server_id=self.server_id,

@@ -75,6 +75,9 @@ MAPPING: dict[str, tuple[str, str, Any]] = {
     "PORT_RANGE": ("SandboxApp", "port_range", _port_range),
     "HEARTBEAT_TIMEOUT": ("SandboxApp", "heartbeat_timeout", float),
     "MAX_SANDBOX_INSTANCES": ("SandboxApp", "max_sandboxes", int),
+    "RUNTIME_SANDBOX_REGISTRY": ("SandboxApp", "image_registry", str),
+    "RUNTIME_SANDBOX_IMAGE_NAMESPACE": ("SandboxApp", "image_namespace", str),
+    "RUNTIME_SANDBOX_IMAGE_TAG": ("SandboxApp", "image_tag", str),
 }
 
 # Accepted, understood, but served by later work: reported "not yet", never an error.
@@ -85,11 +88,8 @@ NOT_YET = {
     "OSS_ACCESS_KEY_ID", "OSS_ACCESS_KEY_SECRET", "OSS_BUCKET_NAME", "K8S_NAMESPACE",
     "KUBECONFIG_PATH", "ALLOW_MOUNT_DIR",
 }  # fmt: skip
-# Passed to the process environment (they name images and client timeouts).
-ENVIRONMENT = {
-    "RUNTIME_SANDBOX_REGISTRY", "RUNTIME_SANDBOX_IMAGE_NAMESPACE", "RUNTIME_SANDBOX_IMAGE_TAG",
-    "RUNTIME_SANDBOX_TIMEOUT",
-}  # fmt: skip
+# Passed to the process environment (the client timeout of SDKs run by this process).
+ENVIRONMENT = {"RUNTIME_SANDBOX_TIMEOUT"}
 # Cloud backends of the seed that this project does not offer.
 UNSUPPORTED_PREFIXES = ("AGENT_RUN_", "FC_", "AGENTBAY_")
 

@@ -75,10 +75,12 @@ def test_help_all_documents_every_trait() -> None:
         "workers", "bearer_token", "sandbox_types", "pool_size", "auto_cleanup",
         "container_prefix", "backend", "mount_dir", "readonly_mounts", "port_range",
         "heartbeat_timeout", "max_sandboxes", "call_timeout", "network", "memory_limit",
-        "cpu_limit", "pids_limit", "extensions", "env_file",
+        "cpu_limit", "pids_limit", "extensions", "env_file", "image_registry",
+        "image_namespace", "image_tag",
     ):  # fmt: skip
         assert f"--SandboxApp.{trait}" in out, trait
     assert "--LocalBackend.isolation" in out
+    assert "--DockerBackend.access" in out
     assert "Default: 1\n" in out  # traitlets shows each default under its help
 
 
@@ -89,7 +91,11 @@ def test_help_all_documents_every_trait() -> None:
         (["--ip=*"], "without a token"),
         (["--LocalBackend.bwrap_path=/nonexistent/bwrap"], "apt-get install bubblewrap"),
         (["--SandboxApp.workers=2"], "Redis"),
-        (["--SandboxApp.backend=docker"], "not available in this version"),
+        (["--SandboxApp.backend=kubernetes"], "not available in this version"),
+        (
+            ["--SandboxApp.backend=docker", "--DockerBackend.docker_host=unix:///nonexistent.sock"],
+            "no Docker engine answers at unix:///nonexistent.sock",
+        ),
         (["--SandboxApp.sandbox_types=base,nope"], "unknown type(s) nope"),
     ],
 )

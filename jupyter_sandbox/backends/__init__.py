@@ -1,5 +1,21 @@
-"""Backends: where sandboxes run (`local` bubblewrap jails; Docker and Kubernetes later)."""
+"""Backends: where sandboxes run (`local` bubblewrap jails, `docker` containers)."""
 
-from .base import Backend, BackendError, BackendUnavailable, Limits, SandboxSpec, Started
+from .base import (
+    Backend,
+    BackendError,
+    BackendUnavailable,
+    Limits,
+    SandboxSpec,
+    Started,
+    parse_size,
+)
 
-__all__ = ["Backend", "BackendError", "BackendUnavailable", "Limits", "SandboxSpec", "Started"]
+__all__ = [
+    "Backend",
+    "BackendError",
+    "BackendUnavailable",
+    "Limits",
+    "SandboxSpec",
+    "Started",
+    "parse_size",
+]

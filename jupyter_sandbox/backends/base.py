@@ -6,7 +6,9 @@ It starts a box inside the sandbox and returns once that box is ready to answer.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from traitlets.config import LoggingConfigurable
 
@@ -17,6 +19,20 @@ class BackendError(RuntimeError):
 
 class BackendUnavailable(BackendError):
     """The backend cannot work on this machine (e.g. bubblewrap is missing)."""
+
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?)i?b?\s*$", re.IGNORECASE)
+
+
+def parse_size(value: str | int) -> int:
+    """`1g`, `512m`, `1GiB`, `1048576` → bytes (powers of 1024, like Docker)."""
+    if isinstance(value, int):
+        return value
+    match = _SIZE.match(str(value))
+    if not match:
+        raise ValueError(f"not a size: {value!r} (use e.g. 512m or 1g)")
+    number, unit = match.groups()
+    return int(float(number) * 1024 ** "bkmgt".index(unit.lower() or "b"))
 
 
 @dataclass(frozen=True)
@@ -41,6 +57,8 @@ class SandboxSpec:
     readonly_mounts: dict[str, str] = field(default_factory=dict)  # host path → sandbox path
     environment: dict[str, str] = field(default_factory=dict)
     labels: dict[str, str] = field(default_factory=dict)
+    # Backend-specific extras from the type's registration (Docker: containers.create kwargs).
+    runtime_config: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -69,8 +87,15 @@ class Backend(LoggingConfigurable):
         """Destroy a sandbox and everything it holds; idempotent."""
         raise NotImplementedError
 
+    async def park(self, container_id: str) -> None:
+        """A new sandbox is going into the warm pool (a backend may pause it there)."""
+
+    async def unpark(self, container_id: str) -> None:
+        """A pooled sandbox was claimed: make it ready to run (undo `park`)."""
+
     def status(self, container_id: str) -> str | None:
-        """`running`, `exited`, … or None when the backend does not know the id. Cheap."""
+        """`running`, `paused` (parked), `exited`, … or None when the backend does not know
+        the id. Cheap: no I/O."""
         raise NotImplementedError
 
     async def reap_orphans(self) -> int:

@@ -34,6 +34,9 @@ __all__ = [
 logger = _http.logger
 
 _S = TypeVar("_S", bound="Sandbox")
+_BUILTIN_DEFAULTS = frozenset(
+    f"{t}{suffix}" for t in ("base", "filesystem", "browser", "gui") for suffix in ("", "_async")
+)
 
 
 class SandboxBase(ToolHelpers):
@@ -71,6 +74,11 @@ class SandboxBase(ToolHelpers):
             )
         self._endpoint = _http.Endpoint.resolve(base_url, bearer_token)
         self.sandbox_type: str = _http.type_value(sandbox_type)
+        # A class registered with @SandboxRegistry.register asks for its own type when
+        # the type passed down is just a built-in parent class's default.
+        registered = getattr(type(self), "_registered_sandbox_type", None)
+        if registered and self.sandbox_type in _BUILTIN_DEFAULTS:
+            self.sandbox_type = registered
         self.workspace_dir: str | None = None
         #: Always False: there is no embedded mode (attribute kept for compatibility).
         self.embed_mode = False

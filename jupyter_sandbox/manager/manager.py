@@ -20,7 +20,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..backends import Backend, BackendError, Limits, SandboxSpec
+from ..backends import Backend, BackendError, Limits, SandboxSpec, parse_size
 from . import registry
 from .boxclient import GENERIC_TOOLS, BoxClient, BoxUnreachable
 from .records import LIVE_STATES, SandboxRecord, State, new_session_id
@@ -179,6 +179,7 @@ class SandboxManager:
                 try:
                     async with self._refill_slots:
                         record = await self._make(spec_type, None, {}, warm=True)
+                        await self._park(record)
                 except Exception as e:
                     delay = min(30.0, 0.5 * 2**attempt)
                     self.log.error(
@@ -193,6 +194,13 @@ class SandboxManager:
         finally:
             self._pending[sandbox_type] -= 1
 
+    async def _park(self, record: SandboxRecord) -> None:
+        try:
+            await self.backend.park(record.container_id or "")
+        except BaseException:
+            self._retire(record)
+            raise
+
     def pool_status(self) -> dict[str, dict[str, int]]:
         return {
             t: {"warm": len(q), "target": self.settings.pool_size, "starting": self._pending[t]}
@@ -203,7 +211,7 @@ class SandboxManager:
 
     async def _make(
         self,
-        spec_type: registry.SandboxType,
+        spec_type: registry.TypeSpec,
         meta: dict | None,
         environment: dict[str, str],
         warm: bool = False,
@@ -221,9 +229,9 @@ class SandboxManager:
             version=spec_type.image,
             runtime_token=secrets.token_hex(16),
             mount_dir=workspace,
-            timeout=self.settings.call_timeout,
+            timeout=spec_type.timeout or self.settings.call_timeout,
         )
-        spec = self._spec(record, {**spec_type.environment, **environment})
+        spec = self._spec(record, spec_type, {**spec_type.environment, **environment})
         try:
             started = await self.backend.create(spec)
         except BaseException:
@@ -248,7 +256,15 @@ class SandboxManager:
         self._bind_session(record)
         return record
 
-    def _spec(self, record: SandboxRecord, environment: dict[str, str]) -> SandboxSpec:
+    def _spec(
+        self, record: SandboxRecord, spec_type: registry.TypeSpec, environment: dict[str, str]
+    ) -> SandboxSpec:
+        default = self.settings.limits
+        limits = Limits(
+            parse_size(spec_type.memory) if spec_type.memory else default.memory_bytes,
+            spec_type.cpus or default.cpus,
+            default.pids,
+        )
         return SandboxSpec(
             name=record.container_name,
             sandbox_type=record.sandbox_type,
@@ -256,10 +272,11 @@ class SandboxManager:
             workspace=record.mount_dir,
             token=record.runtime_token,
             call_timeout=record.timeout,
-            limits=self.settings.limits,
+            limits=limits,
             network=self.settings.network,
             readonly_mounts=self.settings.readonly_mounts,
             environment=environment,
+            runtime_config=spec_type.runtime_config,
             labels={"server-id": self.settings.server_id, "sandbox-type": record.sandbox_type},
         )
 
@@ -280,8 +297,14 @@ class SandboxManager:
             # The replacement starts just after this claim's first calls, not during them:
             # starting a sandbox keeps both cores of a small machine busy for ~0.2 s.
             asyncio.get_running_loop().call_later(REFILL_DELAY, self._refill, spec_type.name)
-            if self.backend.status(record.container_id or "") != "running":
+            if self.backend.status(record.container_id or "") not in ("running", "paused"):
                 self.log.warning("discarding dead pooled sandbox %s", record.container_name)
+                self._retire(record)
+                continue
+            try:
+                await self.backend.unpark(record.container_id or "")
+            except Exception as e:
+                self.log.warning("discarding pooled sandbox %s: %s", record.container_name, e)
                 self._retire(record)
                 continue
             record.bind(meta)
@@ -319,7 +342,7 @@ class SandboxManager:
         return await self._create(spec_type, meta, environment)
 
     async def _create(
-        self, spec_type: registry.SandboxType, meta: dict | None, environment: dict[str, str]
+        self, spec_type: registry.TypeSpec, meta: dict | None, environment: dict[str, str]
     ) -> str | None:
         if not self._admit():
             self.log.warning(
@@ -460,7 +483,7 @@ class SandboxManager:
         if self.backend.status(record.container_id or "") == "running":
             return True
         spec_type = registry.resolve(record.sandbox_type, record.sandbox_type)
-        spec = self._spec(record, dict(spec_type.environment))
+        spec = self._spec(record, spec_type, dict(spec_type.environment))
         os.makedirs(record.mount_dir, exist_ok=True)
         if record.container_id:
             await self.backend.destroy(record.container_id)  # a crashed box's remains

@@ -11,6 +11,9 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
+from typing import Any
+
+from ..backends.base import parse_size
 
 _VALID_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
@@ -26,13 +29,18 @@ class UnknownSandboxType(ValueError):
 
 
 @dataclass(frozen=True)
-class SandboxType:
+class TypeSpec:
     """What the manager needs to know to make a sandbox of one type."""
 
     name: str
     custom_image: str | None = None
     description: str = ""
     environment: dict[str, str] = field(default_factory=dict)
+    timeout: float | None = None  # seconds a tool call may run; None: SandboxApp.call_timeout
+    memory: str | None = None  # e.g. "2g"; None: SandboxApp.memory_limit
+    cpus: float | None = None  # None: SandboxApp.cpu_limit
+    security_level: str = "medium"  # informational, as upstream
+    runtime_config: dict[str, Any] = field(default_factory=dict)  # backend extras (Docker)
 
     @property
     def image(self) -> str:
@@ -40,45 +48,83 @@ class SandboxType:
         return self.custom_image or image_name(f"runtime-sandbox-{self.name}")
 
 
+_image_settings: dict[str, str] = {}
+
+
+def configure_images(registry: str, namespace: str, tag: str) -> None:
+    """Set the parts of built-in image names (SandboxApp.image_registry/_namespace/_tag)."""
+    _image_settings.update(registry=registry, namespace=namespace, tag=tag)
+
+
 def image_name(short: str) -> str:
-    """`{registry/}{namespace}/{short}:{tag}`, from the seed's RUNTIME_SANDBOX_* variables.
+    """`{registry/}{namespace}/{short}:{tag}`, from `configure_images`, else from the seed's
+    RUNTIME_SANDBOX_REGISTRY / _IMAGE_NAMESPACE / _IMAGE_TAG variables.
 
     Clients (the official `SandboxService`) find a sandbox's class by looking for the type
     name inside this string, so it must keep the `runtime-sandbox-<type>` form.
     """
-    registry = os.environ.get("RUNTIME_SANDBOX_REGISTRY", "")
-    namespace = os.environ.get("RUNTIME_SANDBOX_IMAGE_NAMESPACE", "agentscope")
-    tag = os.environ.get("RUNTIME_SANDBOX_IMAGE_TAG", "latest")
-    prefix = f"{registry}/" if registry else ""
+    registry = _image_settings.get("registry", os.environ.get("RUNTIME_SANDBOX_REGISTRY", ""))
+    namespace = _image_settings.get(
+        "namespace", os.environ.get("RUNTIME_SANDBOX_IMAGE_NAMESPACE", "agentscope")
+    )
+    tag = _image_settings.get("tag", os.environ.get("RUNTIME_SANDBOX_IMAGE_TAG", "latest"))
+    prefix = f"{registry.strip()}/" if registry.strip() else ""
     return f"{prefix}{namespace}/{short}:{tag}"
 
 
-_types: dict[str, SandboxType] = {}
+_types: dict[str, TypeSpec] = {}
 
 
 def register_sandbox_type(
     name: str,
     image: str | None = None,
     description: str = "",
-    environment: dict[str, str] | None = None,
-) -> SandboxType:
-    """Register (or replace) a sandbox type; `name_async` becomes an alias automatically."""
+    environment: dict[str, str | None] | None = None,
+    *,
+    timeout: float | None = None,
+    resource_limits: dict[str, Any] | None = None,
+    runtime_config: dict[str, Any] | None = None,
+    security_level: str = "medium",
+) -> TypeSpec:
+    """Register (or replace) a sandbox type; `name_async` becomes an alias automatically.
+
+    `resource_limits` takes upstream's keys: `memory` ("2g") and `cpu` (1.5); they replace
+    the server-wide limits for this type on every backend. Environment values that are None
+    (an unset `os.getenv`) are left out.
+    """
     if not _VALID_NAME.match(name) or name.endswith("_async"):
         raise ValueError(
             f"invalid sandbox type name {name!r}: use lowercase letters, digits and '_', "
             "starting with a letter, without the '_async' suffix (it is added automatically)"
         )
-    spec = SandboxType(
+    limits = dict(resource_limits or {})
+    unknown = set(limits) - {"memory", "cpu"}
+    if unknown:
+        raise ValueError(f"resource_limits of {name!r}: unknown key(s) {sorted(unknown)}; "
+                         "use 'memory' (e.g. '2g') and 'cpu' (e.g. 1.5)")
+    if "memory" in limits:
+        parse_size(limits["memory"])  # raises ValueError for a bad size
+    cpus = float(limits["cpu"]) if "cpu" in limits else None
+    if cpus is not None and not cpus > 0:
+        raise ValueError(f"resource_limits of {name!r}: cpu must be > 0")
+    if timeout is not None and not float(timeout) > 0:
+        raise ValueError(f"timeout of {name!r} must be > 0 seconds")
+    spec = TypeSpec(
         name=name,
         custom_image=image,
         description=description,
-        environment=dict(environment or {}),
+        environment={k: str(v) for k, v in (environment or {}).items() if v is not None},
+        timeout=float(timeout) if timeout is not None else None,
+        memory=str(limits["memory"]) if "memory" in limits else None,
+        cpus=cpus,
+        security_level=security_level,
+        runtime_config=dict(runtime_config or {}),
     )
     _types[name] = spec
     return spec
 
 
-def resolve(name: str | None, default: str) -> SandboxType:
+def resolve(name: str | None, default: str) -> TypeSpec:
     """The canonical type for a requested name (`None` → `default`, `x_async` → `x`)."""
     requested = name or default
     canonical = requested.removesuffix("_async")

@@ -1,0 +1,1 @@
+"""``agentscope_runtime.sandbox.box``'s layout: the SDK's ``Sandbox`` base class."""

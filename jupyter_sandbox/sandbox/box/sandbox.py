@@ -1,0 +1,5 @@
+"""``Sandbox``, as in ``agentscope_runtime.sandbox.box.sandbox``."""
+
+from ...client import Sandbox, SandboxAsync
+
+__all__ = ["Sandbox", "SandboxAsync"]
