@@ -105,10 +105,53 @@ def stop_server(server: Server, sig: int = signal.SIGTERM) -> int:
 
 
 @pytest.fixture(scope="session")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(local_server: Server) -> Server:
+    """The shared server on the default (local) backend."""
+    return local_server
+
+
+@pytest.fixture(scope="session")
+def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One shared server: token set, pool of 2 base sandboxes, short call timeout."""
     srv = start_server(
         tmp_path_factory.mktemp("server"),
+        "--SandboxApp.pool_size=2",
+        "--SandboxApp.call_timeout=8",
+        "--SandboxApp.memory_limit=512m",
+        "--SandboxApp.pids_limit=128",
+    )
+    yield srv
+    stop_server(srv)
+
+
+DOCKER_IMAGE = "agentscope/runtime-sandbox-base:latest"
+DOCKER_SETUP_HINT = (
+    "the Docker tests need a running engine with the base sandbox image; `bash .ci/run` sets "
+    "both up (dockerd, a local Debian base, `jupyter sandbox-builder base --base-image ...`)"
+)
+
+
+@pytest.fixture(scope="session")
+def docker_client():
+    """A docker-py client for a live engine that has the base sandbox image."""
+    import docker
+
+    try:
+        client = docker.from_env(timeout=120)
+        client.ping()
+        client.images.get(DOCKER_IMAGE)
+    except Exception as e:
+        pytest.fail(f"{DOCKER_SETUP_HINT}: {e}", pytrace=False)
+    yield client
+    client.close()
+
+
+@pytest.fixture(scope="session")
+def docker_server(tmp_path_factory: pytest.TempPathFactory, docker_client) -> Iterator[Server]:
+    """The `server` fixture's twin on the docker backend."""
+    srv = start_server(
+        tmp_path_factory.mktemp("docker-server"),
+        "--SandboxApp.backend=docker",
         "--SandboxApp.pool_size=2",
         "--SandboxApp.call_timeout=8",
         "--SandboxApp.memory_limit=512m",

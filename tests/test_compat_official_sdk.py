@@ -1,6 +1,7 @@
 """The official AgentScope SDK (PyPI, in its own venv), unchanged, against our server.
 
-This is the conformance suite of wire §6 items 1–9 and 13, run with a bearer token set.
+This is the conformance suite of wire §6 items 1–9 and 13, run with a bearer token set, on
+both backends (every test runs once on `local` and once on `docker`).
 Each scenario is a script run by the SDK's interpreter; it prints one JSON document of what
 it observed, and the assertions live here.
 """
@@ -37,6 +38,20 @@ def run_sdk(python: str, server: Server, body: str, token: str | None = None) ->
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT=")]
     assert proc.returncode == 0 and lines, f"SDK script failed:\n{proc.stdout}\n{proc.stderr}"
     return json.loads(lines[-1][len("RESULT=") :])
+
+
+BACKENDS = ["local", "docker"]
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def server(request: pytest.FixtureRequest) -> Server:
+    return request.getfixturevalue(f"{request.param}_server")
+
+
+def backend_args(request: pytest.FixtureRequest, backend: str) -> list[str]:
+    if backend == "docker":
+        request.getfixturevalue("docker_client")  # a clear failure if there is no engine
+    return [f"--SandboxApp.backend={backend}"]
 
 
 @pytest.fixture(scope="module")
@@ -213,8 +228,16 @@ def test_unknown_type_is_rejected(server: Server) -> None:
     assert "zzz" in response.json()["detail"]
 
 
-def test_max_sandboxes_makes_enter_raise(agentscope_python: str, tmp_path) -> None:
-    limited = start_server(tmp_path, "--SandboxApp.pool_size=1", "--SandboxApp.max_sandboxes=1")
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_max_sandboxes_makes_enter_raise(
+    agentscope_python: str, tmp_path, request: pytest.FixtureRequest, backend: str
+) -> None:
+    limited = start_server(
+        tmp_path,
+        *backend_args(request, backend),
+        "--SandboxApp.pool_size=1",
+        "--SandboxApp.max_sandboxes=1",
+    )
     try:
         out = run_sdk(
             agentscope_python,
