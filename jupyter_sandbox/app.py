@@ -217,12 +217,11 @@ class SandboxApp(ExtensionApp):
         "(seed READONLY_MOUNTS).",
     )
     port_range = List(
-        Int(),
+        Union([Int(), Unicode()]),
         default_value=[49152, 59152],
-        minlen=2,
-        maxlen=2,
         config=True,
-        help="Host ports [first, last) that container backends may publish (seed PORT_RANGE).",
+        help="Host ports [first, last) that container backends may publish (seed PORT_RANGE); "
+        "`[49152, 59152]` or `49152-59152` on the command line.",
     )
     call_timeout = Float(
         60.0,
@@ -251,6 +250,22 @@ class SandboxApp(ExtensionApp):
             return split_types(proposal.value)
         except ValueError as e:
             raise TraitError(f"sandbox_types: {e}") from None
+
+    @validate("port_range")
+    def _parse_port_range(self, proposal: Any) -> list[int]:
+        value = proposal.value
+        if len(value) == 1 and isinstance(value[0], str):  # one command-line word
+            text = value[0].strip()
+            value = json.loads(text) if text.startswith("[") else text.replace("-", ",").split(",")
+        try:
+            first, last = (int(v) for v in value)
+        except (TypeError, ValueError):
+            raise TraitError(
+                f"port_range: expected [first, last], e.g. [49152, 59152]; got {proposal.value!r}"
+            ) from None
+        if not 0 < first < last <= 65536:
+            raise TraitError(f"port_range [{first}, {last}): need 0 < first < last <= 65536")
+        return [first, last]
 
     @validate("memory_limit")
     def _check_memory(self, proposal: Any) -> Any:
@@ -294,7 +309,11 @@ class SandboxApp(ExtensionApp):
         return getattr(self.serverapp, "starter_app", None) is self
 
     def _link_jupyter_server_extension(self, serverapp: Any) -> None:
-        super()._link_jupyter_server_extension(serverapp)
+        try:
+            super()._link_jupyter_server_extension(serverapp)
+        except TraitError as e:
+            # Jupyter would log this and carry on without the extension's settings.
+            self._fail(f"bad setting: {e}")
         if self.env_file:
             self._apply_env_file(serverapp)
         for extension in self.extensions:
@@ -342,9 +361,7 @@ class SandboxApp(ExtensionApp):
                 f"SandboxApp.backend={self.backend!r} is not available in this version; "
                 "use 'local' (bubblewrap) or 'docker'."
             )
-        first, last = self.port_range
-        if not 0 < first < last <= 65536:
-            self._fail(f"SandboxApp.port_range {self.port_range}: need 0 < first < last <= 65536")
+
         unknown = [t for t in self.sandbox_types if not registry.is_known(t)]
         if unknown or not self.sandbox_types:
             named = ", ".join(unknown) or "(none given)"
@@ -375,6 +392,12 @@ class SandboxApp(ExtensionApp):
             )
         else:
             backend = LocalBackend(parent=self, server_id=self.server_id, log=self.log)
+        if isinstance(backend, DockerBackend) and backend.access == "port" and not self.network:
+            self._fail(
+                "DockerBackend.access='port' needs SandboxApp.network: the engine publishes "
+                "no ports from the internal network that sandboxes without network join. Use "
+                "access='network' (the default) with network off."
+            )
         try:
             backend.check()
         except BackendUnavailable as e:

@@ -97,6 +97,7 @@ def test_help_all_documents_every_trait() -> None:
             "no Docker engine answers at unix:///nonexistent.sock",
         ),
         (["--SandboxApp.sandbox_types=base,nope"], "unknown type(s) nope"),
+        (["--SandboxApp.port_range=9-3"], "need 0 < first < last <= 65536"),
     ],
 )
 def test_refuses_to_start_with_a_reason(tmp_path: Path, args: list[str], message: str) -> None:
