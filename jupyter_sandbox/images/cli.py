@@ -159,3 +159,6 @@ class SandboxBuilderApp(Application):
 
 
 main = SandboxBuilderApp.launch_instance
+
+if __name__ == "__main__":
+    main()

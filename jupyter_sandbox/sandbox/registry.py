@@ -132,15 +132,10 @@ class SandboxRegistry:
             value = getattr(sandbox_type, "value", sandbox_type)
             if not isinstance(value, str):
                 raise TypeError(f"sandbox_type must be a string, not {sandbox_type!r}")
-            if value not in SandboxType:
-                SandboxType.add_member(value.upper(), value)
-            member = SandboxType(value)
             canonical = value.removesuffix("_async")
-            if f"{canonical}_async" not in SandboxType:
-                SandboxType.add_member(f"{canonical.upper()}_ASYNC", f"{canonical}_async")
             config = SandboxConfig(
                 image_name=image_name,
-                sandbox_type=member,
+                sandbox_type=value,  # type: ignore[arg-type] - made a member below
                 resource_limits=dict(resource_limits or {}),
                 security_level=security_level,
                 timeout=timeout,
@@ -158,6 +153,11 @@ class SandboxRegistry:
                 runtime_config=config.runtime_config,
                 security_level=security_level,
             )
+            for name in (canonical, f"{canonical}_async"):
+                if name not in SandboxType:
+                    SandboxType.add_member(name.upper(), name)
+            member = SandboxType(value)
+            config.sandbox_type = member
             cls._registry[target] = config
             cls._type_registry[member] = target
             target._registered_sandbox_type = member.value  # type: ignore[attr-defined]
