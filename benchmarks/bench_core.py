@@ -1,13 +1,15 @@
 """Core latency and memory benchmark; prints one JSON document.
 
-    .venv/bin/python benchmarks/bench_core.py [--n 200] [--peer]
+    .venv/bin/python benchmarks/bench_core.py [--n 200] [--backends local,docker] [--peer]
 
-Measures, through the official AgentScope SDK and through ours, against a real
-`jupyter sandbox-server` (local backend, pool of 2): `with BaseSandbox()` + first
+For each backend (`local`, `docker`, and `docker_paused`: docker with pool containers paused
+until claimed), measures through the official AgentScope SDK and through ours, against a real
+`jupyter sandbox-server` with a pool of 2: `with BaseSandbox()` + first
 `run_shell_command("true")` on a warm pool, `run_shell_command("true")`,
-`run_ipython_cell("1+1")`; then cold create to ready (pool 0) and the idle RSS of a base
-sandbox (box + kernel). With `--peer`, the official AgentScope server (../shared/peer, its
-containers replaced by plain processes) is measured in the same run and ratios are given.
+`run_ipython_cell("1+1")`; then cold create to ready (pool 0) and the idle memory of a base
+sandbox (RSS and PSS of its box and kernel). Ratios of each backend over `local` come from
+the same run. With `--peer`, the official AgentScope server (../shared/peer, its containers
+replaced by plain processes) is measured too.
 """
 
 from __future__ import annotations
@@ -81,8 +83,15 @@ def run_client(python: str, kind: str, url: str, token: str, n: int) -> dict:
     return {k: summary(v) for k, v in json.loads(out.stdout.splitlines()[-1]).items()}
 
 
-def cold_create(tmp: Path, n: int) -> dict:
-    server = start_server(tmp / "cold", "--SandboxApp.pool_size=0")
+BACKEND_ARGS = {
+    "local": [],
+    "docker": ["--SandboxApp.backend=docker"],
+    "docker_paused": ["--SandboxApp.backend=docker", "--DockerBackend.pause_pool=True"],
+}
+
+
+def cold_create(tmp: Path, n: int, backend_args: list[str]) -> dict:
+    server = start_server(tmp / "cold", *backend_args, "--SandboxApp.pool_size=0")
     try:
         samples = []
         for _ in range(n):
@@ -95,23 +104,31 @@ def cold_create(tmp: Path, n: int) -> dict:
         stop_server(server)
 
 
-def idle_rss(tmp: Path) -> dict:
-    server = start_server(tmp / "rss", "--SandboxApp.pool_size=1")
+def sandbox_processes(backend: str, sid: str, container_id: str) -> list[int]:
+    if backend == "local":
+        procs = Path("/sys/fs/cgroup/memory/jupyter-sandbox") / sid / "cgroup.procs"
+    else:  # Docker's cgroupfs driver
+        procs = Path("/sys/fs/cgroup/memory/docker") / container_id / "cgroup.procs"
+    return [int(p) for p in procs.read_text().split()]
+
+
+def idle_memory(tmp: Path, backend: str, backend_args: list[str]) -> dict:
+    server = start_server(tmp / "rss", *backend_args, "--SandboxApp.pool_size=1")
     try:
         sid = server.data("create_from_pool", sandbox_type="base")
         server.data(
             "call_tool", identity=sid, tool_name="run_ipython_cell", arguments={"code": "1"}
         )
         time.sleep(1)
-        cgroup = Path("/sys/fs/cgroup/memory/jupyter-sandbox") / sid / "cgroup.procs"
+        container_id = server.data("get_info", identity=sid)["container_id"]
         rss, pss = {}, {}
-        for pid in (int(p) for p in cgroup.read_text().split()):
+        for pid in sandbox_processes(backend, sid, container_id):
             rollup = Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()
             name = f"{Path(f'/proc/{pid}/comm').read_text().strip()}[{pid}]"
             field = {line.split(":")[0]: int(line.split()[1]) for line in rollup[1:]}
             rss[name], pss[name] = round(field["Rss"] / 1024, 1), round(field["Pss"] / 1024, 1)
-        # bwrap's own two small processes are the jail, not the sandbox's payload.
-        payload = [k for k in rss if not k.startswith("bwrap")]
+        # bwrap's two small processes and Docker's init are the jail, not the payload.
+        payload = [k for k in rss if not k.startswith(("bwrap", "docker-init"))]
         return {
             "box_plus_kernel_rss_mb": round(sum(rss[k] for k in payload), 1),
             "box_plus_kernel_pss_mb": round(sum(pss[k] for k in payload), 1),
@@ -122,28 +139,57 @@ def idle_rss(tmp: Path) -> dict:
         stop_server(server)
 
 
+def claim_only(server, n: int) -> dict:
+    """Server-side time of `create_from_pool` alone (what the box backend adds to a claim)."""
+    samples = []
+    for _ in range(n):
+        t = time.perf_counter()
+        sid = server.data("create_from_pool", sandbox_type="base")
+        samples.append((time.perf_counter() - t) * 1000)
+        server.data("release", identity=sid)
+        time.sleep(1.0)  # the pool refills
+    return summary(samples)
+
+
+def measure_backend(tmp: Path, backend: str, official: str, n: int) -> dict:
+    backend_args = BACKEND_ARGS[backend]
+    result: dict = {}
+    server = start_server(tmp / "warm", *backend_args, "--SandboxApp.pool_size=2")
+    try:
+        result["via_official_sdk"] = run_client(official, "official", server.url, server.token, n)
+        result["via_our_sdk"] = run_client(sys.executable, "ours", server.url, server.token, n)
+        result["create_from_pool_only"] = claim_only(server, max(10, n // 10))
+    finally:
+        stop_server(server)
+    if backend != "docker_paused":  # the same containers as `docker`, only parked differently
+        result["cold_create_to_ready"] = cold_create(tmp, 20, backend_args)
+        result["idle_base_sandbox"] = idle_memory(tmp, backend, backend_args)
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--n", type=int, default=200)
     parser.add_argument("--peer", action="store_true", help="also measure the official server")
+    parser.add_argument(
+        "--backends", default="local,docker,docker_paused", help="comma-separated, from "
+        + ", ".join(BACKEND_ARGS)
+    )
     args = parser.parse_args()
     official = os.environ.get("AGENTSCOPE_PYTHON") or str(
         Path.home() / ".cache/jupyter-sandbox/agentscope-sdk/bin/python"
     )
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     report: dict = {"machine": {"cpus": os.cpu_count()}}
-    server = start_server(tmp / "warm", "--SandboxApp.pool_size=2")
-    try:
-        report["ours_via_official_sdk"] = run_client(
-            official, "official", server.url, server.token, args.n
-        )
-        report["ours_via_our_sdk"] = run_client(
-            sys.executable, "ours", server.url, server.token, args.n
-        )
-    finally:
-        stop_server(server)
-    report["cold_create_to_ready"] = cold_create(tmp, 20)
-    report["idle_base_sandbox_rss"] = idle_rss(tmp)
+    for backend in args.backends.split(","):
+        report[backend] = measure_backend(tmp / backend, backend, official, args.n)
+    if "local" in report:
+        local = report["local"]["via_official_sdk"]
+        report["ratio_over_local_p50"] = {
+            backend: {k: round(r["via_official_sdk"][k]["p50_ms"] / local[k]["p50_ms"], 3)
+                      for k in local}
+            for backend, r in report.items() if backend in BACKEND_ARGS and backend != "local"
+        }  # fmt: skip
     if args.peer:
         peer_dir = HERE.parent.parent / "shared" / "peer"
         subprocess.run(["bash", str(peer_dir / "setup.sh")], check=True, capture_output=True)
@@ -163,7 +209,7 @@ def main() -> None:
             env_python = "/tmp/peer/asr/bin/python"
             peer = run_client(env_python, "official", "http://127.0.0.1:8100", "tok", args.n)
             report["peer_via_official_sdk"] = peer
-            ours = report["ours_via_official_sdk"]
+            ours = report[args.backends.split(",")[0]]["via_official_sdk"]
             report["ratio_ours_over_peer_p50"] = {
                 k: round(ours[k]["p50_ms"] / peer[k]["p50_ms"], 3) for k in peer
             }
