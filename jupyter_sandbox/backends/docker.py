@@ -158,6 +158,7 @@ class DockerBackend(Backend):
         self._networks_ready: set[str] = set()
         self._network_lock = threading.Lock()
         self._events: Any = None
+        self._closing = False
         self._events_thread: threading.Thread | None = None
         self._labels = {
             f"{LABEL}.host": socket.gethostname(),
@@ -203,24 +204,42 @@ class DockerBackend(Backend):
     def _start_events(self) -> None:
         if self._events_thread is not None:
             return
-        label = f"{LABEL}.server-pid={os.getpid()}"
-        self._events = self._client.api.events(
-            decode=True, filters={"type": "container", "label": label}
-        )
         self._events_thread = threading.Thread(
             target=self._follow_events, name="docker-events", daemon=True
         )
         self._events_thread.start()
 
     def _follow_events(self) -> None:
+        """Keep `_states` current from the engine's events; if the stream breaks (the engine
+        restarted), reconnect and re-read the state of every container we know."""
         transitions = {"start": "running", "unpause": "running", "pause": "paused", "die": "exited"}
-        with contextlib.suppress(Exception):  # the stream ends when close() cuts it
-            for event in self._events:
-                cid, action = event.get("id", ""), event.get("Action", "")
-                if action == "destroy":
-                    self._states.pop(cid, None)
-                elif action in transitions and cid in self._states:
-                    self._states[cid] = transitions[action]
+        label = f"{LABEL}.server-pid={os.getpid()}"
+        while not self._closing:
+            try:
+                self._events = self._client.api.events(
+                    decode=True, filters={"type": "container", "label": label}
+                )
+                self._resync(label)
+                for event in self._events:
+                    cid, action = event.get("id", ""), event.get("Action", "")
+                    if action == "destroy":
+                        self._states.pop(cid, None)
+                    elif action in transitions and cid in self._states:
+                        self._states[cid] = transitions[action]
+            except Exception as e:
+                if not self._closing:
+                    self.log.warning("Docker event stream broke (%s); reconnecting", e)
+            if not self._closing:
+                time.sleep(1)
+
+    def _resync(self, label: str) -> None:
+        current = {
+            c["Id"]: c["State"]
+            for c in self._client.api.containers(all=True, filters={"label": label})
+        }
+        for cid, state in list(self._states.items()):
+            if state != "created":  # still being started by _create_sync
+                self._states[cid] = current.get(cid, "exited")
 
     # -- create ------------------------------------------------------------------------------
 
@@ -475,6 +494,7 @@ class DockerBackend(Backend):
         return reaped
 
     async def close(self) -> None:
+        self._closing = True
         if self._events is not None:
             with contextlib.suppress(Exception):
                 self._events.close()
