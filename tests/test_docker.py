@@ -33,6 +33,7 @@ def test_container_is_named_labelled_and_hardened(docker_server: Server, docker_
         container = docker_client.containers.get(sid)  # named exactly as the sandbox id
         labels = container.labels
         assert labels["jupyter-sandbox.sandbox-type"] == "base"
+        assert sid.endswith(labels["jupyter-sandbox.session-id"])
         assert labels["jupyter-sandbox.server-pid"] == str(docker_server.proc.pid)
         host = container.attrs["HostConfig"]
         assert host["ReadonlyRootfs"] is True
@@ -140,9 +141,13 @@ def test_network_on_reaches_out(docker_server: Server) -> None:
 
 @pytest.fixture(scope="module")
 def offline_server(tmp_path_factory: pytest.TempPathFactory, docker_client):
-    """Network off; pool containers paused while they wait."""
+    """Network off; pool containers paused while they wait; a read-only mount at /data."""
+    tmp = tmp_path_factory.mktemp("docker-offline")
+    (tmp / "shared").mkdir()
+    (tmp / "shared" / "data.csv").write_text("a,b\n")
     srv = start_server(
-        tmp_path_factory.mktemp("docker-offline"),
+        tmp,
+        f"--SandboxApp.readonly_mounts={{'{tmp / 'shared'}': '/data'}}",
         "--SandboxApp.backend=docker",
         "--SandboxApp.network=False",
         "--DockerBackend.pause_pool=True",
@@ -168,6 +173,9 @@ def test_network_off_has_no_route_out(offline_server: Server, docker_client) -> 
             "except OSError as e: print('unreachable', e.errno)\"",
         )
         assert out.startswith("unreachable"), out
+        out, err, _ = shell(offline_server, sid, "cat /data/data.csv; echo x > /data/new.csv")
+        assert out == "a,b\n" and "Read-only file system" in err
+        assert not (offline_server.cwd / "shared" / "new.csv").exists()
     finally:
         offline_server.data("release", identity=sid)
 
@@ -256,7 +264,27 @@ def test_missing_image_names_the_builder(tmp_path: Path, docker_client) -> None:
         stop_server(server)
 
 
-def test_dead_container_is_reported_and_replaced_in_the_pool(
+def test_unknown_runtime_is_a_clear_error_and_the_server_keeps_serving(
+    tmp_path: Path, docker_client
+) -> None:
+    server = start_server(
+        tmp_path,
+        "--SandboxApp.backend=docker",
+        "--DockerBackend.runtime=no-such-runtime",
+        "--SandboxApp.pool_size=0",
+    )
+    try:
+        response = server.rpc("create", sandbox_type="base")
+        assert response.status_code == 200 and response.json()["data"] is None
+        assert "no-such-runtime" in server.log_text()
+        assert server.rpc("list_session_keys").status_code == 200  # still serving
+        mine = {"label": f"jupyter-sandbox.server-pid={server.proc.pid}"}
+        assert docker_client.containers.list(all=True, filters=mine) == []  # nothing half-made
+    finally:
+        stop_server(server)
+
+
+def test_a_killed_container_is_reported_exited(
     docker_server: Server, docker_client
 ) -> None:
     sid = docker_server.data("create_from_pool", sandbox_type="base")

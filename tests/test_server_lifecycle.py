@@ -115,6 +115,8 @@ def test_env_file_sets_traits(tmp_path: Path) -> None:
         "CONTAINER_PREFIX_KEY='envprefix-'\n"
         "BEARER_TOKEN=from-env-file\n"
         "REDIS_ENABLED=False\n"
+        "RUNTIME_SANDBOX_IMAGE_NAMESPACE=myns\n"
+        "RUNTIME_SANDBOX_IMAGE_TAG=v2\n"
     )
     server = start_server(tmp_path, f"--config={env}", token=None)
     try:
@@ -123,6 +125,10 @@ def test_env_file_sets_traits(tmp_path: Path) -> None:
         server.token = "from-env-file"
         sid = server.data("create_from_pool", sandbox_type="filesystem")
         assert sid.startswith("envprefix-")
+        # The image-name settings reach the records (and the Docker backend's images).
+        assert server.data("get_info", identity=sid)["version"] == (
+            "myns/runtime-sandbox-filesystem:v2"
+        )
         assert "REDIS_ENABLED is understood but not supported yet" in server.log_text()
     finally:
         stop_server(server)

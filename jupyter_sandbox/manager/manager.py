@@ -277,7 +277,11 @@ class SandboxManager:
             readonly_mounts=self.settings.readonly_mounts,
             environment=environment,
             runtime_config=spec_type.runtime_config,
-            labels={"server-id": self.settings.server_id, "sandbox-type": record.sandbox_type},
+            labels={
+                "server-id": self.settings.server_id,
+                "sandbox-type": record.sandbox_type,
+                "session-id": record.session_id,
+            },
         )
 
     def _bind_session(self, record: SandboxRecord) -> None:
