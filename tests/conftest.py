@@ -126,8 +126,8 @@ def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
 
 DOCKER_IMAGE = "agentscope/runtime-sandbox-base:latest"
 DOCKER_SETUP_HINT = (
-    "the Docker tests need a running engine with the base sandbox image; `bash .ci/run` sets "
-    "both up (dockerd, a local Debian base, `jupyter sandbox-builder base --base-image ...`)"
+    "the Docker tests need a running engine with the sandbox images; `bash .ci/run` sets "
+    "both up (dockerd, a local Debian base, `jupyter sandbox-builder all --base-image ...`)"
 )
 
 

@@ -301,3 +301,49 @@ def test_a_killed_container_is_reported_exited(
         assert "exited" in body
     finally:
         docker_server.data("release", identity=sid)
+
+
+@pytest.mark.parametrize(
+    ("sandbox_type", "command", "expected"),
+    [
+        ("filesystem", "echo $SANDBOX_TYPE", "filesystem\n"),
+        (
+            "browser",
+            "chromium --headless=new --no-sandbox --disable-gpu --dump-dom "
+            "'data:text/html,<p>rendered</p>' 2>/dev/null | grep -o rendered",
+            "rendered\n",
+        ),
+        (
+            "gui",
+            "Xvfb :1 -screen 0 640x480x24 >/dev/null 2>&1 & sleep 1; "
+            "xdotool getmouselocation --shell | head -2 | tr '\\n' ' '; "
+            "command -v x11vnc websockify openbox | wc -l",
+            "X=320 Y=240 3\n",
+        ),
+    ],
+)
+def test_builtin_type_images(
+    typed_docker_server: Server, sandbox_type: str, command: str, expected: str
+) -> None:
+    """The images of the other built-in types start as sandboxes and carry their programs."""
+    sid = typed_docker_server.data("create_from_pool", sandbox_type=sandbox_type)
+    try:
+        assert typed_docker_server.data("get_info", identity=sid)["version"] == (
+            f"agentscope/runtime-sandbox-{sandbox_type}:latest"
+        )
+        out, err, code = shell(typed_docker_server, sid, command)
+        assert (out, code) == (expected, 0), err
+    finally:
+        typed_docker_server.data("release", identity=sid)
+
+
+@pytest.fixture(scope="module")
+def typed_docker_server(tmp_path_factory: pytest.TempPathFactory, docker_client):
+    srv = start_server(
+        tmp_path_factory.mktemp("docker-types"),
+        "--SandboxApp.backend=docker",
+        "--SandboxApp.sandbox_types=filesystem,browser,gui",
+        "--SandboxApp.pool_size=1",
+    )
+    yield srv
+    stop_server(srv)
