@@ -347,3 +347,32 @@ def typed_docker_server(tmp_path_factory: pytest.TempPathFactory, docker_client)
     )
     yield srv
     stop_server(srv)
+
+
+def test_sandboxes_cannot_reach_the_hosts_own_services(
+    docker_server: Server, docker_client
+) -> None:
+    """A service on the host's 0.0.0.0 is out of reach (loopback-only ones always were)."""
+    import http.server
+    import socket
+    import threading
+
+    httpd = http.server.HTTPServer(("0.0.0.0", 0), http.server.SimpleHTTPRequestHandler)
+    port = httpd.server_address[1]
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    sid = docker_server.data("create_from_pool", sandbox_type="base")
+    try:
+        network = docker_client.networks.get("jupyter-sandbox")
+        gateway = network.attrs["IPAM"]["Config"][0]["Gateway"]  # this host, on the bridge
+        with socket.create_connection((gateway, port), timeout=3):
+            pass  # the host itself reaches the service there
+        probe = (
+            "python3 -c \"import socket\n"
+            f"try: socket.create_connection(('{gateway}', {port}), timeout=3); print('reached')\n"
+            "except OSError as e: print('refused', e.errno)\""
+        )
+        out, _, _ = shell(docker_server, sid, probe)
+        assert out.startswith("refused"), out
+    finally:
+        docker_server.data("release", identity=sid)
+        httpd.shutdown()

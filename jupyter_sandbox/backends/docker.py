@@ -25,8 +25,10 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import socket
 import struct
+import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -137,6 +139,13 @@ class DockerBackend(Backend):
         config=True,
         help="Pull an image that is missing from the engine before making its first sandbox. "
         "Off: a missing image is an error that says how to build it.",
+    )
+    block_host = Bool(
+        True,
+        config=True,
+        help="Stop sandboxes from opening connections to this host's own addresses (its "
+        "services on 0.0.0.0), with an iptables INPUT rule on the sandbox networks' bridges; "
+        "the server's connections to boxes are unaffected. Needs root and iptables.",
     )
     tmp_size = Unicode("512m", config=True, help="Size of each sandbox's tmpfs /tmp.")
     ready_timeout = Float(60.0, config=True, help="Seconds a new container may take to be ready.")
@@ -302,7 +311,7 @@ class DockerBackend(Backend):
 
         with self._network_lock:  # the engine allows two networks of one name: never race
             try:
-                self.client.networks.get(name)
+                network = self.client.networks.get(name)
             except docker.errors.NotFound:
                 with contextlib.suppress(docker.errors.APIError):  # another server made it
                     self.client.networks.create(
@@ -313,9 +322,41 @@ class DockerBackend(Backend):
                         labels={LABEL: "network"},
                         check_duplicate=True,
                     )
-                self.client.networks.get(name)
+                network = self.client.networks.get(name)
+            if self.block_host:
+                self._block_host(network)
             self._networks_ready.add(name)
         return name
+
+    def _block_host(self, network: Any) -> None:
+        """Reject new connections from a sandbox network's bridge to this host.
+
+        Traffic from containers to the host's own addresses goes through INPUT, never
+        FORWARD, so Docker's isolation rules do not cover it. Only NEW connections are refused:
+        the replies of the server's own connections to boxes are ESTABLISHED and pass.
+        """
+        bridge = (network.attrs.get("Options") or {}).get(
+            "com.docker.network.bridge.name", f"br-{network.id[:12]}"
+        )
+        rule = [
+            "INPUT", "-i", bridge, "-m", "conntrack", "--ctstate", "NEW,INVALID",
+            "-m", "comment", "--comment", "jupyter-sandbox: no host access", "-j", "REJECT",
+        ]  # fmt: skip
+        iptables = shutil.which("iptables")
+        try:
+            if iptables is None:
+                raise OSError("iptables is not installed")
+            check = subprocess.run([iptables, "-w", "-C", *rule], capture_output=True)
+            if check.returncode != 0:
+                subprocess.run([iptables, "-w", "-I", *rule], capture_output=True, check=True)
+        except (OSError, subprocess.CalledProcessError) as e:
+            detail = getattr(e, "stderr", b"") or str(e).encode()
+            self.log.warning(
+                "sandboxes on %s can reach this host's services on its non-loopback addresses: "
+                "the iptables rule that blocks them could not be added (%s)",
+                network.name,
+                detail.decode(errors="replace").strip(),
+            )
 
     def _prepare_workspace(self, path: str) -> None:
         uid, gid = (int(x) for x in SANDBOX_USER.split(":"))
