@@ -376,3 +376,16 @@ def test_sandboxes_cannot_reach_the_hosts_own_services(
     finally:
         docker_server.data("release", identity=sid)
         httpd.shutdown()
+
+
+def test_stopping_while_the_pool_warms_leaves_no_container(tmp_path: Path, docker_client) -> None:
+    server = start_server(
+        tmp_path, "--SandboxApp.backend=docker", "--SandboxApp.pool_size=4", wait=False
+    )
+    label = {"label": f"jupyter-sandbox.server-pid={server.proc.pid}"}
+    deadline = time.monotonic() + 30
+    while not docker_client.containers.list(all=True, filters=label):  # creation under way
+        assert time.monotonic() < deadline, server.log_text()
+        time.sleep(0.02)
+    assert stop_server(server) == 0
+    assert docker_client.containers.list(all=True, filters=label) == []
