@@ -194,6 +194,8 @@ def test_published_port_access(tmp_path: Path, docker_client) -> None:
         (port,) = info["ports"]
         assert 55100 <= port < 55110
         assert info["url"] == f"http://127.0.0.1:{port}"
+        bindings = docker_client.containers.get(sid).attrs["HostConfig"]["PortBindings"]
+        assert bindings["8080/tcp"] == [{"HostIp": "127.0.0.1", "HostPort": str(port)}]
         out, _, code = shell(server, sid, "echo via-port")
         assert (out, code) == ("via-port\n", 0)
     finally:
