@@ -275,11 +275,12 @@ class DockerBackend(Backend):
     def _create_sync(self, spec: SandboxSpec) -> Started:
         import docker.errors
 
-        self._ensure_image(spec.image, spec.sandbox_type)
-        network = self._network(spec.network)
-        port = self.ports.allocate() if self.access == "port" else None
         container = None
+        port = None
         try:
+            self._ensure_image(spec.image, spec.sandbox_type)
+            network = self._network(spec.network)
+            port = self.ports.allocate() if self.access == "port" else None
             self._prepare_workspace(spec.workspace)
             try:
                 container = self.client.containers.create(**self._create_args(spec, network, port))
@@ -293,12 +294,15 @@ class DockerBackend(Backend):
             self._start_and_configure(container, spec)
             url = self._url(container, network, port)
             return Started(container_id=container.id, url=url, ports=(port,) if port else ())
-        except BaseException:
+        except BaseException as e:
             if container is not None:
-                self._remove_sync(container.id)
+                with contextlib.suppress(Exception):  # keep the original error
+                    self._remove_sync(container.id)
             elif port is not None:
                 self.ports.release(port)
-            raise
+            if isinstance(e, BackendError) or not isinstance(e, Exception):
+                raise
+            raise BackendError(f"the Docker engine failed while creating {spec.name}: {e}") from e
 
     def _ensure_image(self, image: str, sandbox_type: str) -> None:
         import docker.errors
