@@ -361,7 +361,6 @@ class SandboxApp(ExtensionApp):
                 f"SandboxApp.backend={self.backend!r} is not available in this version; "
                 "use 'local' (bubblewrap) or 'docker'."
             )
-
         unknown = [t for t in self.sandbox_types if not registry.is_known(t)]
         if unknown or not self.sandbox_types:
             named = ", ".join(unknown) or "(none given)"

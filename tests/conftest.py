@@ -110,16 +110,18 @@ def server(local_server: Server) -> Server:
     return local_server
 
 
+# The shared servers: token set, pool of 2 base sandboxes, short call timeout, small limits.
+SHARED_SERVER_ARGS = (
+    "--SandboxApp.pool_size=2",
+    "--SandboxApp.call_timeout=8",
+    "--SandboxApp.memory_limit=512m",
+    "--SandboxApp.pids_limit=128",
+)
+
+
 @pytest.fixture(scope="session")
 def local_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
-    """One shared server: token set, pool of 2 base sandboxes, short call timeout."""
-    srv = start_server(
-        tmp_path_factory.mktemp("server"),
-        "--SandboxApp.pool_size=2",
-        "--SandboxApp.call_timeout=8",
-        "--SandboxApp.memory_limit=512m",
-        "--SandboxApp.pids_limit=128",
-    )
+    srv = start_server(tmp_path_factory.mktemp("server"), *SHARED_SERVER_ARGS)
     yield srv
     stop_server(srv)
 
@@ -150,12 +152,7 @@ def docker_client():
 def docker_server(tmp_path_factory: pytest.TempPathFactory, docker_client) -> Iterator[Server]:
     """The `server` fixture's twin on the docker backend."""
     srv = start_server(
-        tmp_path_factory.mktemp("docker-server"),
-        "--SandboxApp.backend=docker",
-        "--SandboxApp.pool_size=2",
-        "--SandboxApp.call_timeout=8",
-        "--SandboxApp.memory_limit=512m",
-        "--SandboxApp.pids_limit=128",
+        tmp_path_factory.mktemp("docker-server"), "--SandboxApp.backend=docker", *SHARED_SERVER_ARGS
     )
     yield srv
     stop_server(srv)
