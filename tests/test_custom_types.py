@@ -277,6 +277,11 @@ def test_builder_without_an_engine_says_so(tmp_path: Path) -> None:
 def test_builder_rejects_unknown_types_and_custom_types_without_a_dockerfile(tmp_path: Path) -> None:
     built = builder("nope")
     assert built.returncode == 1 and "unknown type 'nope'" in built.stderr
+    built = builder("filesystem", "--tag=never-built")
+    assert built.returncode == 1
+    assert "built on agentscope/runtime-sandbox-base:never-built, which is not on this" in (
+        built.stderr
+    )
     ext = tmp_path / "x_box.py"
     ext.write_text("from jupyter_sandbox import register_sandbox_type\nregister_sandbox_type('x_box')\n")
     built = builder("x_box", f"--extension={ext}")

@@ -119,6 +119,16 @@ def build_image(
     import docker.errors
 
     api = client.api  # type: ignore[attr-defined]
+    parent = PARENT.get(request.sandbox_type)
+    if parent and not request.base_image and request.dockerfile is None:
+        base = build_args(request)["BASE_IMAGE"]
+        try:
+            api.inspect_image(base)
+        except docker.errors.ImageNotFound:
+            raise BuildError(
+                f"{tag} is built on {base}, which is not on this engine: build it first "
+                f"(`jupyter sandbox-builder {parent}`, or `all`), or give --base-image"
+            ) from None
     with tempfile.TemporaryDirectory(prefix="jupyter-sandbox-build-") as tmp:
         context, dockerfile = _prepare_context(request, Path(tmp))
         progress(f"building {tag} from {context / dockerfile}")
