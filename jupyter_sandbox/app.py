@@ -162,9 +162,21 @@ class SandboxApp(ExtensionApp):
     heartbeat_timeout = Float(
         300.0,
         config=True,
-        help="Seconds a session may stay idle before its sandboxes are reaped "
-        "(seed HEARTBEAT_TIMEOUT). Leases are renewed now, but idle reaping (with workspace "
-        "save and transparent restore) arrives with the lifecycle work.",
+        help="Seconds a session may stay idle before it is culled (seed HEARTBEAT_TIMEOUT): "
+        "its sandboxes are destroyed, their workspaces kept, and the next call with any of "
+        "its ids restores it transparently. 0: never cull.",
+    )
+    watcher_interval = Float(
+        1.0,
+        config=True,
+        help="Seconds between scans for idle sessions and expired records (seed "
+        "WATCHER_SCAN_INTERVAL). 0: no scans (nothing is culled or forgotten).",
+    )
+    released_ttl = Float(
+        3600.0,
+        config=True,
+        help="Seconds released, replaced and culled-but-never-restored records stay readable "
+        "with get_info before they are forgotten (seed RELEASED_KEY_TTL). 0: keep forever.",
     )
 
     # -- backend and sandboxes -------------------------------------------------------------
@@ -431,6 +443,9 @@ class SandboxApp(ExtensionApp):
             limits=Limits(parse_size(self.memory_limit), self.cpu_limit, self.pids_limit),
             max_sandboxes=self.max_sandboxes,
             auto_cleanup=self.auto_cleanup,
+            heartbeat_timeout=self.heartbeat_timeout,
+            watcher_interval=self.watcher_interval,
+            released_ttl=self.released_ttl,
         )
         self.manager = SandboxManager(self._make_backend(), settings, self.log)
         if self.standalone:

@@ -1,9 +1,15 @@
-"""The sandbox manager: records, warm pools, admission, and every RPC of the wire API.
+"""The sandbox manager: records, warm pools, admission, leases, and every RPC of the wire API.
 
 Each public coroutine here is one route of the AgentScope manager API (wire §1.2); the HTTP
 layer only decodes bodies and encodes `{"data": …}`. Warm pools hold ready sandboxes per type;
 a claim pops one, binds the caller's session and answers, and a refill starts at once. A
 released sandbox is destroyed, never reused.
+
+Leases (wire §4.7): a session's sandboxes stay alive while the session uses them. Every call
+that works in a sandbox renews its session's lease; a session idle for `heartbeat_timeout` is
+*culled*: its sandboxes are destroyed and marked `recycled`, their workspaces kept. The next
+use of any of its ids *restores* it: a new sandbox per recycled one, the workspace moved in,
+and the old id `replaced`, redirecting to the new one.
 """
 
 from __future__ import annotations
@@ -26,7 +32,6 @@ from .boxclient import GENERIC_TOOLS, BoxClient, BoxUnreachable
 from .records import LIVE_STATES, SandboxRecord, State, new_session_id
 
 MAX_REDIRECTS = 10
-RELEASED_TTL = 3600.0  # seconds a released record stays readable, as upstream
 REFILL_DELAY = 0.05  # seconds from a pool claim to the start of its replacement
 
 
@@ -99,6 +104,9 @@ class ManagerSettings:
     max_sandboxes: int = 0
     auto_cleanup: bool = True
     refill_concurrency: int = 2
+    heartbeat_timeout: float = 300.0  # idle seconds before a session is culled; 0: never
+    watcher_interval: float = 1.0  # seconds between lease and garbage scans; 0: no watcher
+    released_ttl: float = 3600.0  # seconds released/replaced/recycled records stay readable
 
 
 class SandboxManager:
@@ -118,6 +126,8 @@ class SandboxManager:
         self._refill_slots = asyncio.Semaphore(settings.refill_concurrency)
         self._tasks: set[asyncio.Task] = set()
         self._teardowns: set[asyncio.Task] = set()  # never cancelled: they free resources
+        self._restoring: dict[str, asyncio.Lock] = {}  # session → one restore at a time
+        self._watcher: asyncio.Task | None = None
         self._closing = False
         self._mount_root = os.path.abspath(settings.mount_dir)
 
@@ -130,9 +140,14 @@ class SandboxManager:
             self.log.info("reaped %d sandbox(es) left behind by a previous server", reaped)
         for sandbox_type in self.pools:
             self._refill(sandbox_type)
+        if self.settings.watcher_interval > 0:
+            self._watcher = asyncio.ensure_future(self._watch())
 
     async def shutdown(self) -> None:
         self._closing = True
+        if self._watcher is not None:
+            self._watcher.cancel()
+            await asyncio.gather(self._watcher, return_exceptions=True)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -384,12 +399,120 @@ class SandboxManager:
             record = self.records.get(record.redirect_to)
         raise InvalidRequest(f"Redirect loop detected for {identity}")
 
-    def _live(self, identity: str) -> tuple[SandboxRecord, BoxClient]:
+    async def _use(self, identity: str) -> tuple[SandboxRecord, BoxClient]:
+        """The live sandbox behind `identity`, its session restored first if it was culled;
+        renews the session's lease. Every call that works in a sandbox goes through here."""
         record = self._lookup(identity)
+        if record.state == State.RECYCLED:
+            record = await self._restore(record)
         client = self._clients.get(record.container_name)
         if record.state not in LIVE_STATES or client is None:
             raise SandboxNotFound(f"{identity} (it is {record.state.value})")
+        record.touch()
         return record, client
+
+    # -- leases: culling idle sessions, restoring them, forgetting old records -----------------
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.watcher_interval)
+            try:
+                await self._cull_idle_sessions()
+                self._collect_garbage()
+            except Exception:
+                self.log.exception("the lease watcher failed; it keeps running")
+
+    async def _cull_idle_sessions(self) -> None:
+        timeout = self.settings.heartbeat_timeout
+        if timeout <= 0:
+            return
+        now = time.time()
+        for session, names in list(self.sessions.items()):
+            running = [
+                r for n in names if (r := self.records.get(n)) and r.state == State.RUNNING
+            ]
+            if not running or session in self._restoring:
+                continue
+            heartbeat = max(r.last_active_at or r.updated_at for r in running)
+            if now - heartbeat > timeout:
+                self.log.info(
+                    "culling session %s: idle for %.0f s (heartbeat_timeout %g s)",
+                    session, now - heartbeat, timeout,
+                )  # fmt: skip
+                await asyncio.gather(*(self._recycle(r) for r in running))
+
+    async def _recycle(self, record: SandboxRecord) -> None:
+        """Destroy a culled sandbox but keep its record, session and workspace."""
+        record.state = State.RECYCLED
+        record.recycled_at = record.updated_at = time.time()
+        record.recycle_reason = "heartbeat_timeout"
+        client = self._clients.pop(record.container_name, None)
+        if client is not None:
+            await client.aclose()
+        if record.container_id:
+            try:
+                await self.backend.destroy(record.container_id)
+            except Exception as e:
+                self.log.error("destroying culled %s failed: %s", record.container_name, e)
+
+    async def _restore(self, record: SandboxRecord) -> SandboxRecord:
+        """Bring a culled session back: one new sandbox per recycled one, workspaces moved
+        in, old ids redirected. Concurrent callers wait for the same restore."""
+        session = record.session_ctx_id or record.container_name
+        lock = self._restoring.setdefault(session, asyncio.Lock())
+        try:
+            async with lock:
+                names = self.sessions.get(session) or [record.container_name]
+                for old in [self.records[n] for n in list(names) if n in self.records]:
+                    if old.state == State.RECYCLED:
+                        await self._revive(old)
+        finally:
+            if not lock.locked():
+                self._restoring.pop(session, None)
+        return self._lookup(record.container_name)
+
+    async def _revive(self, old: SandboxRecord) -> None:
+        spec_type = registry.resolve(old.sandbox_type, old.sandbox_type)
+        name = await self.create_from_pool(spec_type.name, old.meta)
+        if name is None:
+            raise BackendError(
+                f"cannot restore {old.container_name}: no sandbox available (max_sandboxes)"
+            )
+        new = self.records[name]
+        _move_workspace(old.mount_dir, new.mount_dir)
+        old.state = State.REPLACED
+        old.redirect_to = name
+        old.updated_at = time.time()
+        names = self.sessions.get(old.session_ctx_id or "", [])
+        with contextlib.suppress(ValueError):
+            names.remove(old.container_name)
+        self.log.info("restored %s as %s", old.container_name, name)
+
+    def _collect_garbage(self) -> None:
+        """Forget released, replaced and recycled records after `released_ttl` (upstream
+        keeps recycled ones forever). A forgotten recycled sandbox's workspace stays on disk."""
+        ttl = self.settings.released_ttl
+        if ttl <= 0:
+            return
+        horizon = time.time() - ttl
+        since = {
+            State.RELEASED: lambda r: r.released_at,
+            State.REPLACED: lambda r: r.updated_at,
+            State.RECYCLED: lambda r: r.recycled_at,
+        }
+        stale = [
+            name
+            for name, r in self.records.items()
+            if r.state in since and (since[r.state](r) or 0) < horizon
+        ]
+        for name in stale:
+            record = self.records.pop(name)
+            session = record.session_ctx_id or ""
+            names = self.sessions.get(session)
+            if names and name in names:
+                names.remove(name)
+                if not names:
+                    del self.sessions[session]
 
     # -- RPCs --------------------------------------------------------------------------------
 
@@ -418,27 +541,9 @@ class SandboxManager:
         task = asyncio.ensure_future(self._teardown(record, client))
         self._teardowns.add(task)
         task.add_done_callback(self._teardowns.discard)
-        self._purge_released()
         if not self._closing:
             for sandbox_type in self.pools:  # capacity was freed: pools stopped by the limit
                 self._refill(sandbox_type)
-
-    def _purge_released(self) -> None:
-        """Forget released records after RELEASED_TTL (get_info answers `released` until then).
-
-        A scan of every record, so at most once a minute: releases are frequent."""
-        now = time.time()
-        if now - self._last_purge < 60:
-            return
-        self._last_purge = now
-        horizon = now - RELEASED_TTL
-        stale = [
-            name
-            for name, r in self.records.items()
-            if r.state == State.RELEASED and (r.released_at or 0) < horizon
-        ]
-        for name in stale:
-            del self.records[name]
 
     async def _teardown(self, record: SandboxRecord, client: BoxClient | None) -> None:
         if client is not None:
@@ -518,15 +623,13 @@ class SandboxManager:
         return True
 
     async def check_health(self, identity: str) -> bool:
-        record, client = self._live(identity)
-        record.touch()
+        record, client = await self._use(identity)
         return await client.healthy()
 
     async def list_tools(
         self, identity: str, tool_type: str | None = None, **extra: Any
     ) -> dict[str, Any]:
-        record, client = self._live(identity)
-        record.touch()
+        record, client = await self._use(identity)
         try:
             response = await client.request("GET", "/mcp/list_tools")
             groups = response.json() if response.status_code == 200 else {}
@@ -545,8 +648,7 @@ class SandboxManager:
         arguments = arguments or {}
         if not isinstance(arguments, dict):
             raise InvalidRequest("arguments must be a JSON object")
-        record, client = self._live(identity)
-        record.touch()
+        record, client = await self._use(identity)
         if tool_name in GENERIC_TOOLS:
             path, body = f"/tools/{tool_name}", arguments
         else:
@@ -562,8 +664,7 @@ class SandboxManager:
     async def add_mcp_servers(
         self, identity: str, server_configs: dict | None = None, overwrite: bool = False
     ) -> Any:
-        record, client = self._live(identity)
-        record.touch()
+        record, client = await self._use(identity)
         try:
             response = await client.request(
                 "POST",
@@ -608,8 +709,7 @@ class SandboxManager:
         body: bytes | None,
     ):
         """Forward one request to the box's workspace API; the caller streams the reply."""
-        record, client = self._live(identity)
-        record.touch()
+        record, client = await self._use(identity)
         try:
             return await client.stream(method, "/" + path.lstrip("/"), params, headers, body)
         except BoxUnreachable as e:
@@ -620,6 +720,16 @@ class SandboxManager:
         if status != "running":
             return f"Sandbox {record.container_name} is not running (status: {status})."
         return f"Sandbox {record.container_name} did not answer: {error}"
+
+
+def _move_workspace(source: str, target: str) -> None:
+    """Move a culled sandbox's files into its successor's (empty) workspace."""
+    if not os.path.isdir(source) or os.path.realpath(source) == os.path.realpath(target):
+        return
+    for entry in os.listdir(source):
+        os.replace(os.path.join(source, entry), os.path.join(target, entry))
+    with contextlib.suppress(OSError):
+        os.rmdir(source)
 
 
 def _detail(response: Any) -> str:
