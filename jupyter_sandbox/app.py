@@ -40,6 +40,7 @@ from .backends.local import LocalBackend
 from .extensions import ExtensionError, load_extension
 from .manager import ManagerSettings, SandboxManager, registry
 from .server_ext import route_table
+from .storage import LocalStorage, OSSStorage, S3Storage, StorageError, WorkspaceStorage
 
 
 def split_types(values: list[str] | str) -> list[str]:
@@ -95,8 +96,8 @@ class SandboxApp(ExtensionApp):
     version = __version__
     load_other_extensions = False
     serverapp_class = SandboxServerApp
-    # Their traits show in --help-all and take --LocalBackend.x / --DockerBackend.x.
-    classes = [LocalBackend, DockerBackend]
+    # Their traits show in --help-all and take --LocalBackend.x, --S3Storage.x, ….
+    classes = [LocalBackend, DockerBackend, S3Storage, OSSStorage]
     extension_url = "/health"
     default_url = "/health"
 
@@ -220,6 +221,26 @@ class SandboxApp(ExtensionApp):
         config=True,
         help="Host directory holding each sandbox's /workspace, one subdirectory per sandbox, "
         "relative to the server's working directory (seed DEFAULT_MOUNT_DIR).",
+    )
+    storage = CaselessStrEnum(
+        ["local", "s3", "oss"],
+        default_value="local",
+        config=True,
+        help="Where workspaces are saved when a sandbox is released or culled, and loaded "
+        "from when its session is restored (seed FILE_SYSTEM): 'local' (a directory, "
+        "storage_folder), 's3' (see S3Storage) or 'oss' (see OSSStorage).",
+    )
+    storage_folder = Unicode(
+        "",
+        config=True,
+        help="For storage='local': the directory workspaces are saved to; empty: none are "
+        "saved, they stay in mount_dir. For 's3'/'oss': the key prefix (seed STORAGE_FOLDER).",
+    )
+    allow_mount_dir = Bool(
+        False,
+        config=True,
+        help="Honour a client's `mount_dir` on create: that host directory becomes the "
+        "sandbox's /workspace (seed ALLOW_MOUNT_DIR). Off: such a create is refused.",
     )
     readonly_mounts = Dict(
         key_trait=Unicode(),
@@ -348,6 +369,14 @@ class SandboxApp(ExtensionApp):
                     setattr(target, trait, value)
                 except TraitError as e:
                     self._fail(f"{self.env_file}: {trait}: {e}")
+        # Other classes (OSSStorage, …) are made later from this app's config.
+        for section, traits in config.items():
+            if section in ("SandboxApp", "ServerApp"):
+                continue
+            explicit = self.config.get(section, {})
+            for trait, value in traits.items():
+                if trait not in explicit:
+                    self.config[section][trait] = value
 
     def _load_extension_module(self, extension: str) -> None:
         try:
@@ -426,11 +455,24 @@ class SandboxApp(ExtensionApp):
             )
         return backend
 
+    def _make_storage(self) -> tuple[WorkspaceStorage | None, str]:
+        """The workspace store and the key prefix of its sandboxes."""
+        if self.storage == "local":
+            if not self.storage_folder:
+                return None, ""
+            return LocalStorage(self.storage_folder, parent=self, log=self.log), ""
+        try:
+            store = (S3Storage if self.storage == "s3" else OSSStorage)(parent=self, log=self.log)
+        except StorageError as e:
+            self._fail(str(e))
+        return store, self.storage_folder
+
     def initialize_settings(self) -> None:
         self.server_id = uuid.uuid4().hex[:12]
         self._check_settings()
         registry.configure_images(self.image_registry, self.image_namespace, self.image_tag)
         canonical = list(dict.fromkeys(registry.resolve(t, t).name for t in self.sandbox_types))
+        storage, storage_prefix = self._make_storage()
         settings = ManagerSettings(
             server_id=self.server_id,
             sandbox_types=canonical,
@@ -446,6 +488,9 @@ class SandboxApp(ExtensionApp):
             heartbeat_timeout=self.heartbeat_timeout,
             watcher_interval=self.watcher_interval,
             released_ttl=self.released_ttl,
+            storage=storage,
+            storage_prefix=storage_prefix,
+            allow_mount_dir=self.allow_mount_dir,
         )
         self.manager = SandboxManager(self._make_backend(), settings, self.log)
         if self.standalone:

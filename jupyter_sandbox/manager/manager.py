@@ -21,12 +21,14 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import time
 from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends import Backend, BackendError, Limits, SandboxSpec, parse_size
+from ..storage import StorageError, WorkspaceStorage, check_key
 from . import registry
 from .boxclient import GENERIC_TOOLS, BoxClient, BoxUnreachable
 from .records import LIVE_STATES, SandboxRecord, State, new_session_id
@@ -107,6 +109,9 @@ class ManagerSettings:
     heartbeat_timeout: float = 300.0  # idle seconds before a session is culled; 0: never
     watcher_interval: float = 1.0  # seconds between lease and garbage scans; 0: no watcher
     released_ttl: float = 3600.0  # seconds released/replaced/recycled records stay readable
+    storage: WorkspaceStorage | None = None  # None: workspaces stay in mount_dir only
+    storage_prefix: str = ""  # keys are `<prefix>/<session id>`
+    allow_mount_dir: bool = False  # honour a client's `mount_dir` on create
 
 
 class SandboxManager:
@@ -127,6 +132,9 @@ class SandboxManager:
         self._tasks: set[asyncio.Task] = set()
         self._teardowns: set[asyncio.Task] = set()  # never cancelled: they free resources
         self._restoring: dict[str, asyncio.Lock] = {}  # session → one restore at a time
+        self._unsaved: dict[str, SandboxRecord] = {}  # workspaces whose save failed: retried
+        self._saving: dict[str, asyncio.Future] = {}  # sandbox name → its save in progress
+        self._client_dirs: set[str] = set()  # mount dirs chosen by clients: never deleted
         self._watcher: asyncio.Task | None = None
         self._closing = False
         self._mount_root = os.path.abspath(settings.mount_dir)
@@ -154,6 +162,7 @@ class SandboxManager:
         if self.settings.auto_cleanup:
             await self.cleanup()
         await self._drain_teardowns()
+        await self._retry_saves()
         for client in self._clients.values():
             await client.aclose()
         self._clients.clear()
@@ -230,13 +239,28 @@ class SandboxManager:
         meta: dict | None,
         environment: dict[str, str],
         warm: bool = False,
+        workspace: str | None = None,
+        storage_key: str | None = None,
     ) -> SandboxRecord:
         """Create a sandbox; with `warm`, return only once everything in it (the IPython
-        kernel) is up, as a pooled sandbox must be. Otherwise once its box answers."""
+        kernel) is up, as a pooled sandbox must be. Otherwise once its box answers.
+
+        `workspace` is a client's own mount dir (allow_mount_dir); `storage_key` a stored
+        workspace to load into the new one before the sandbox starts."""
         session_id = new_session_id()
         name = self.settings.container_prefix + session_id
-        workspace = os.path.join(self._mount_root, session_id)
-        os.makedirs(workspace, exist_ok=False)
+        if workspace is None:
+            workspace = os.path.join(self._mount_root, session_id)
+            os.makedirs(workspace, exist_ok=False)
+        else:
+            os.makedirs(workspace, exist_ok=True)
+            self._client_dirs.add(workspace)
+        if storage_key and self.settings.storage is not None:
+            try:
+                await _in_thread(self.settings.storage.load, storage_key, workspace)
+            except StorageError:
+                self._remove_workspace(workspace)
+                raise
         record = SandboxRecord(
             session_id=session_id,
             container_name=name,
@@ -245,6 +269,7 @@ class SandboxManager:
             runtime_token=secrets.token_hex(16),
             mount_dir=workspace,
             timeout=spec_type.timeout or self.settings.call_timeout,
+            storage_path=storage_key or self._storage_key(session_id),
         )
         spec = self._spec(record, spec_type, {**spec_type.environment, **environment})
         try:
@@ -341,9 +366,23 @@ class SandboxManager:
         meta: dict | None = None,
     ) -> str | None:
         spec_type = registry.resolve(sandbox_type, self.settings.sandbox_types[0])
-        if mount_dir or storage_path:
-            # Host paths chosen by a client would expose the host (upstream §7.2 item 6).
-            self.log.warning("ignoring client-supplied mount_dir/storage_path on create")
+        workspace = None
+        if mount_dir:
+            # A host path chosen by a client exposes the host (upstream §7.2 item 6): only
+            # when the operator allows it, as upstream's ALLOW_MOUNT_DIR.
+            if not self.settings.allow_mount_dir:
+                raise InvalidRequest(
+                    "mount_dir is not allowed on this server (SandboxApp.allow_mount_dir)"
+                )
+            workspace = os.path.abspath(str(mount_dir))
+        storage_key = None
+        if storage_path:
+            if self.settings.storage is None:
+                raise InvalidRequest("storage_path needs workspace storage (SandboxApp.storage)")
+            try:
+                storage_key = self._storage_key(check_key(str(storage_path)))
+            except ValueError as e:
+                raise InvalidRequest(str(e)) from None
         _check_meta(meta)
         environment = environment or {}
         if not isinstance(environment, dict):
@@ -358,10 +397,15 @@ class SandboxManager:
                 "environment must map variable names (letters, digits, _) to strings "
                 f"without NUL characters; not: {', '.join(map(repr, bad))}"
             )
-        return await self._create(spec_type, meta, environment)
+        return await self._create(spec_type, meta, environment, workspace, storage_key)
 
     async def _create(
-        self, spec_type: registry.TypeSpec, meta: dict | None, environment: dict[str, str]
+        self,
+        spec_type: registry.TypeSpec,
+        meta: dict | None,
+        environment: dict[str, str],
+        workspace: str | None = None,
+        storage_key: str | None = None,
     ) -> str | None:
         if not self._admit():
             self.log.warning(
@@ -372,8 +416,10 @@ class SandboxManager:
             return None
         self._cold_starting += 1  # counted against max_sandboxes while it starts
         try:
-            record = await self._make(spec_type, meta, environment)
-        except BackendError as e:
+            record = await self._make(
+                spec_type, meta, environment, workspace=workspace, storage_key=storage_key
+            )
+        except (BackendError, StorageError) as e:
             self.log.error("creating a %s sandbox failed: %s", spec_type.name, e)
             return None
         except Exception:  # a bug or the host (ENOSPC, EMFILE): still answer {"data": null}
@@ -419,6 +465,7 @@ class SandboxManager:
             try:
                 await self._cull_idle_sessions()
                 self._collect_garbage()
+                await self._retry_saves()
             except Exception:
                 self.log.exception("the lease watcher failed; it keeps running")
 
@@ -454,6 +501,7 @@ class SandboxManager:
                 await self.backend.destroy(record.container_id)
             except Exception as e:
                 self.log.error("destroying culled %s failed: %s", record.container_name, e)
+        await self._save_workspace(record)
 
     async def _restore(self, record: SandboxRecord) -> SandboxRecord:
         """Bring a culled session back: one new sandbox per recycled one, workspaces moved
@@ -479,7 +527,15 @@ class SandboxManager:
                 f"cannot restore {old.container_name}: no sandbox available (max_sandboxes)"
             )
         new = self.records[name]
-        _move_workspace(old.mount_dir, new.mount_dir)
+        saving = self._saving.get(old.container_name)
+        if saving is not None:  # never move files out from under a save
+            await asyncio.wait([saving])
+        self._unsaved.pop(old.container_name, None)
+        if os.path.isdir(old.mount_dir):  # no storage, or its save has not succeeded yet
+            _move_workspace(old.mount_dir, new.mount_dir)
+        elif self.settings.storage is not None and old.storage_path:
+            await _in_thread(self.settings.storage.load, old.storage_path, new.mount_dir)
+        new.storage_path = old.storage_path
         old.state = State.REPLACED
         old.redirect_to = name
         old.updated_at = time.time()
@@ -553,7 +609,50 @@ class SandboxManager:
                 await self.backend.destroy(record.container_id)
             except Exception as e:
                 self.log.error("destroying %s failed: %s", record.container_name, e)
-        self._remove_workspace(record.mount_dir)
+        await self._save_workspace(record)
+
+    def _storage_key(self, session_id: str) -> str | None:
+        if self.settings.storage is None:
+            return None
+        return "/".join(p for p in (self.settings.storage_prefix.strip("/"), session_id) if p)
+
+    async def _save_workspace(self, record: SandboxRecord) -> None:
+        """After a sandbox is gone: save its workspace to storage, then remove the local copy.
+        A failed save keeps the copy and is retried by the watcher: nothing is lost."""
+        path = record.mount_dir
+        storage = self.settings.storage
+        if storage is None or not record.storage_path or not os.path.isdir(path):
+            self._remove_workspace(path)
+            return
+        if record.session_ctx_id is None and not os.listdir(path):
+            self._remove_workspace(path)  # a never-used sandbox: nothing to keep
+            return
+        saving = asyncio.ensure_future(_in_thread(storage.save, path, record.storage_path))
+        self._saving[record.container_name] = saving
+        try:
+            sent = await asyncio.shield(saving)
+        except StorageError as e:
+            self.log.error("%s; the workspace stays in %s and the save is retried", e, path)
+            self._unsaved[record.container_name] = record
+            return
+        finally:
+            self._saving.pop(record.container_name, None)
+        self._unsaved.pop(record.container_name, None)
+        self.log.info(
+            "saved %s to %s (%d file(s) sent)",
+            record.container_name, storage.describe(record.storage_path), sent,
+        )  # fmt: skip
+        if path not in self._client_dirs:
+            shutil.rmtree(path, ignore_errors=True)
+
+    async def _retry_saves(self) -> None:
+        for record in list(self._unsaved.values()):
+            if record.session_ctx_id in self._restoring:
+                continue  # the restore takes the local copy itself
+            if record.state in (State.RELEASED, State.RECYCLED):
+                await self._save_workspace(record)
+            else:  # restored from its local copy meanwhile
+                self._unsaved.pop(record.container_name, None)
 
     async def _drain_teardowns(self) -> None:
         while self._teardowns:
@@ -720,6 +819,10 @@ class SandboxManager:
         if status != "running":
             return f"Sandbox {record.container_name} is not running (status: {status})."
         return f"Sandbox {record.container_name} did not answer: {error}"
+
+
+async def _in_thread(fn: Any, *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
 def _move_workspace(source: str, target: str) -> None:
