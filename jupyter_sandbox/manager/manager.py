@@ -673,6 +673,8 @@ class SandboxManager:
             return None
         if record.state == State.RELEASED:
             return "removed"
+        if record.state == State.RECYCLED:  # culled: being or already destroyed
+            return "exited"
         return self.backend.status(record.container_id or "") or "exited"
 
     def _find_live(self, identity: str) -> SandboxRecord | None:
