@@ -39,6 +39,7 @@ from .backends.docker import DockerBackend
 from .backends.local import LocalBackend
 from .extensions import ExtensionError, load_extension
 from .manager import ManagerSettings, SandboxManager, registry
+from .manager.state import SharedState
 from .server_ext import route_table
 from .storage import LocalStorage, OSSStorage, S3Storage, StorageError, WorkspaceStorage
 
@@ -114,7 +115,25 @@ class SandboxApp(ExtensionApp):
         1,
         config=True,
         help="Server processes sharing one port (seed WORKERS). Values above 1 need shared "
-        "state in Redis, which arrives in a later version.",
+        "state (redis_url).",
+    )
+    redis_url = Unicode(
+        "",
+        config=True,
+        help="Shared state in Redis, e.g. redis://user:pass@host:6379/0: sandbox records, "
+        "sessions, warm pools and locks live there, so several server processes (one host or "
+        "many) serve one fleet. Empty: in this process only. The env-file import builds it "
+        "from the seed's REDIS_ENABLED/SERVER/PORT/DB/USER/PASSWORD.",
+    )
+    redis_pool_key = Unicode(
+        "_runtime_sandbox_container_container_pool",
+        config=True,
+        help="Prefix of the warm-pool lists in Redis (seed REDIS_CONTAINER_POOL_KEY).",
+    )
+    redis_port_key = Unicode(
+        "_runtime_sandbox_container_occupied_ports",
+        config=True,
+        help="The set of published host ports in Redis (seed REDIS_PORT_KEY).",
     )
     bearer_token = Unicode(
         "",
@@ -394,8 +413,11 @@ class SandboxApp(ExtensionApp):
     def _check_settings(self) -> None:
         if self.workers != 1:
             self._fail(
-                f"SandboxApp.workers={self.workers}: several worker processes need shared state "
-                "in Redis, which this version does not have yet; use workers=1."
+                f"SandboxApp.workers={self.workers}: several worker processes are not supported "
+                "in this version; run several servers on one SandboxApp.redis_url instead."
+                if self.redis_url
+                else f"SandboxApp.workers={self.workers}: several worker processes need shared "
+                "state: set SandboxApp.redis_url (or use workers=1)."
             )
         if self.backend not in ("local", "docker"):
             self._fail(
@@ -473,6 +495,14 @@ class SandboxApp(ExtensionApp):
         registry.configure_images(self.image_registry, self.image_namespace, self.image_tag)
         canonical = list(dict.fromkeys(registry.resolve(t, t).name for t in self.sandbox_types))
         storage, storage_prefix = self._make_storage()
+        state = None
+        if self.redis_url:
+            try:
+                state = SharedState(
+                    self.redis_url, self.container_prefix, self.redis_pool_key, self.redis_port_key
+                )
+            except ImportError:
+                self._fail("SandboxApp.redis_url needs redis-py: pip install redis")
         settings = ManagerSettings(
             server_id=self.server_id,
             sandbox_types=canonical,
@@ -491,6 +521,7 @@ class SandboxApp(ExtensionApp):
             storage=storage,
             storage_prefix=storage_prefix,
             allow_mount_dir=self.allow_mount_dir,
+            state=state,
         )
         self.manager = SandboxManager(self._make_backend(), settings, self.log)
         if self.standalone:

@@ -85,17 +85,19 @@ MAPPING: dict[str, tuple[str, str, Any]] = {
     "OSS_ACCESS_KEY_ID": ("OSSStorage", "access_key_id", str),
     "OSS_ACCESS_KEY_SECRET": ("OSSStorage", "access_key_secret", str),
     "OSS_BUCKET_NAME": ("OSSStorage", "bucket_name", str),
+    "REDIS_PORT_KEY": ("SandboxApp", "redis_port_key", str),
+    "REDIS_CONTAINER_POOL_KEY": ("SandboxApp", "redis_pool_key", str),
     "RUNTIME_SANDBOX_REGISTRY": ("SandboxApp", "image_registry", str),
     "RUNTIME_SANDBOX_IMAGE_NAMESPACE": ("SandboxApp", "image_namespace", str),
     "RUNTIME_SANDBOX_IMAGE_TAG": ("SandboxApp", "image_tag", str),
 }
 
-# Accepted, understood, but served by later work: reported "not yet", never an error.
-NOT_YET = {
+# The seed's Redis settings, combined into SandboxApp.redis_url when REDIS_ENABLED is true.
+REDIS_PARTS = {
     "REDIS_ENABLED", "REDIS_SERVER", "REDIS_PORT", "REDIS_DB", "REDIS_USER", "REDIS_PASSWORD",
-    "REDIS_PORT_KEY", "REDIS_CONTAINER_POOL_KEY", "HEARTBEAT_LOCK_TTL", "K8S_NAMESPACE",
-    "KUBECONFIG_PATH",
 }  # fmt: skip
+# Accepted, understood, but served by later work: reported "not yet", never an error.
+NOT_YET = {"HEARTBEAT_LOCK_TTL", "K8S_NAMESPACE", "KUBECONFIG_PATH"}
 # Passed to the process environment (the client timeout of SDKs run by this process).
 ENVIRONMENT = {"RUNTIME_SANDBOX_TIMEOUT"}
 # Cloud backends of the seed that this project does not offer.
@@ -136,9 +138,12 @@ def load(path: str) -> tuple[dict[str, dict[str, Any]], dict[str, str], list[str
     config: dict[str, dict[str, Any]] = {}
     environment: dict[str, str] = {}
     notes: list[str] = []
+    redis: dict[str, str] = {}
     for name, value, number in parse(text, path):
         where = f"{path}:{number}"
-        if name in MAPPING:
+        if name in REDIS_PARTS:
+            redis[name] = value
+        elif name in MAPPING:
             section, trait, convert = MAPPING[name]
             try:
                 config.setdefault(section, {})[trait] = convert(value)
@@ -153,6 +158,24 @@ def load(path: str) -> tuple[dict[str, dict[str, Any]], dict[str, str], list[str
         else:
             raise EnvFileError(
                 f"{where}: unknown variable {name}; known: "
-                + ", ".join(sorted([*MAPPING, *ENVIRONMENT, *NOT_YET]))
+                + ", ".join(sorted([*MAPPING, *ENVIRONMENT, *NOT_YET, *REDIS_PARTS]))
             )
+    try:
+        if _bool(redis.get("REDIS_ENABLED", "false")):
+            config.setdefault("SandboxApp", {})["redis_url"] = redis_url(redis)
+    except ValueError as e:
+        raise EnvFileError(f"{path}: bad Redis settings: {e}") from None
     return config, environment, notes
+
+
+def redis_url(parts: dict[str, str]) -> str:
+    """`redis://[user[:password]@]server:port/db` from the seed's REDIS_* values."""
+    from urllib.parse import quote
+
+    server = parts.get("REDIS_SERVER") or "localhost"
+    port = int(parts.get("REDIS_PORT") or 6379)
+    db = int(parts.get("REDIS_DB") or 0)
+    user = quote(parts.get("REDIS_USER") or "", safe="")
+    password = quote(parts.get("REDIS_PASSWORD") or "", safe="")
+    auth = f"{user}:{password}@" if password else (f"{user}@" if user else "")
+    return f"redis://{auth}{server}:{port}/{db}"

@@ -98,8 +98,9 @@ class Backend(LoggingConfigurable):
         the id. Cheap: no I/O."""
         raise NotImplementedError
 
-    async def reap_orphans(self) -> int:
-        """Destroy sandboxes left behind by a previous, dead server process; return how many."""
+    async def reap_orphans(self, keep: set[str] | None = None) -> int:
+        """Destroy sandboxes left behind by dead server processes, except those in `keep`
+        (container ids that shared state still serves); return how many."""
         return 0
 
     async def close(self) -> None:

@@ -229,7 +229,9 @@ class DockerBackend(Backend):
         """Keep `_states` current from the engine's events; if the stream breaks (the engine
         restarted), reconnect and re-read the state of every container we know."""
         transitions = {"start": "running", "unpause": "running", "pause": "paused", "die": "exited"}
-        label = f"{LABEL}.server-pid={os.getpid()}"
+        # Every sandbox container of the engine: with shared state, this server may serve
+        # (and must know the state of) sandboxes another server made.
+        label = f"{LABEL}.server-pid"
         while not self._closing:
             try:
                 self._events = self._client.api.events(
@@ -240,7 +242,7 @@ class DockerBackend(Backend):
                     cid, action = event.get("id", ""), event.get("Action", "")
                     if action == "destroy":
                         self._states.pop(cid, None)
-                    elif action in transitions and cid in self._states:
+                    elif action in transitions:
                         self._states[cid] = transitions[action]
             except Exception as e:
                 if not self._closing:
@@ -254,8 +256,11 @@ class DockerBackend(Backend):
             for c in self._client.api.containers(all=True, filters={"label": label})
         }
         for cid, state in list(self._states.items()):
-            if state != "created":  # still being started by _create_sync
-                self._states[cid] = current.get(cid, "exited")
+            if state != "created" and cid not in current:  # gone while we did not listen
+                self._states.pop(cid, None)
+        for cid, state in current.items():
+            if self._states.get(cid) != "created":  # still being started by _create_sync
+                self._states[cid] = state
 
     # -- create ------------------------------------------------------------------------------
 
@@ -530,10 +535,10 @@ class DockerBackend(Backend):
         if port is not None:
             self.ports.release(port)
 
-    async def reap_orphans(self) -> int:
-        return await self._run(self._reap_sync)
+    async def reap_orphans(self, keep: set[str] | None = None) -> int:
+        return await self._run(self._reap_sync, keep or set())
 
-    def _reap_sync(self) -> int:
+    def _reap_sync(self, keep: set[str]) -> int:
         """Remove containers made on this host by server processes that no longer exist.
 
         Like the local backend, a server is recognised by pid *and* start time, so a reused
@@ -551,6 +556,9 @@ class DockerBackend(Backend):
             started = labels.get(f"{LABEL}.server-start", "")
             if started and _start_time(pid) == started:
                 continue  # its server is alive (maybe this very process)
+            if summary["Id"] in keep:
+                self._states[summary["Id"]] = summary.get("State", "running")
+                continue  # a shared record still serves it: adopted
             self._remove_sync(summary["Id"])
             reaped += 1
         return reaped

@@ -502,13 +502,25 @@ class LocalBackend(Backend):
     def status(self, container_id: str) -> str | None:
         jail = self._jails.get(container_id)
         if jail is None:
-            return None
+            return self._foreign_status(container_id)
         return "running" if jail.proc.returncode is None else "exited"
+
+    def _foreign_status(self, name: str) -> str | None:
+        """A jail another server process on this host made (shared state): alive while the
+        box process recorded in its owner file is."""
+        try:
+            owner = json.loads((Path(self.state_dir) / name / "owner.json").read_text())
+            pids = {int(p): str(t) for p, t in dict(owner.get("pids", {})).items() if t}
+        except (OSError, ValueError, TypeError):
+            return None
+        return "running" if pids and all(_alive(p, t) for p, t in pids.items()) else "exited"
 
     async def destroy(self, container_id: str) -> None:
         jail = self._jails.pop(container_id, None)
         if jail is not None:
             await self._teardown(jail)
+        elif (Path(self.state_dir) / container_id / "owner.json").exists():
+            self._kill_state_dir(Path(self.state_dir) / container_id)  # another server's
 
     async def _teardown(self, jail: _Jail) -> None:
         if jail.cgroup is not None:
@@ -532,7 +544,7 @@ class LocalBackend(Backend):
             shutil.rmtree(jail.extra_dir, ignore_errors=True)
         shutil.rmtree(jail.state_dir, ignore_errors=True)
 
-    async def reap_orphans(self) -> int:
+    async def reap_orphans(self, keep: set[str] | None = None) -> int:
         """Destroy jails whose owning server process is gone (e.g. killed with -9).
 
         `owner.json` is written by the server into a directory the sandbox cannot see; still,
@@ -554,11 +566,22 @@ class LocalBackend(Backend):
                 server_pid, server_start, pids = -1, "", {}
             if server_pid > 0 and _alive(server_pid, server_start):
                 continue
-            for pid, started in pids.items():
-                if _alive(pid, started):
-                    with contextlib.suppress(ProcessLookupError):
-                        os.kill(pid, signal.SIGKILL)
-            self._cgroups.existing(state.name).kill_all()
-            shutil.rmtree(state, ignore_errors=True)
+            self._kill_state_dir(state, pids)
             reaped += 1
         return reaped
+
+    def _kill_state_dir(self, state: Path, pids: dict[int, str] | None = None) -> None:
+        """Kill a jail this process did not start (its pids checked by start time), and
+        remove its cgroups and state directory."""
+        if pids is None:
+            try:
+                owner = json.loads((state / "owner.json").read_text())
+                pids = {int(p): str(t) for p, t in dict(owner.get("pids", {})).items() if t}
+            except (OSError, ValueError, TypeError):
+                pids = {}
+        for pid, started in pids.items():
+            if _alive(pid, started):
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+        self._cgroups.existing(state.name).kill_all()
+        shutil.rmtree(state, ignore_errors=True)

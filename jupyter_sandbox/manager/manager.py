@@ -32,6 +32,7 @@ from ..storage import StorageError, WorkspaceStorage, check_key
 from . import registry
 from .boxclient import GENERIC_TOOLS, BoxClient, BoxUnreachable
 from .records import LIVE_STATES, SandboxRecord, State, new_session_id
+from .state import SharedState
 
 MAX_REDIRECTS = 10
 REFILL_DELAY = 0.05  # seconds from a pool claim to the start of its replacement
@@ -112,10 +113,17 @@ class ManagerSettings:
     storage: WorkspaceStorage | None = None  # None: workspaces stay in mount_dir only
     storage_prefix: str = ""  # keys are `<prefix>/<session id>`
     allow_mount_dir: bool = False  # honour a client's `mount_dir` on create
+    state: SharedState | None = None  # Redis: records, sessions and pools shared by servers
 
 
 class SandboxManager:
-    """Owns every sandbox this server made; the only user of the backend."""
+    """Owns every sandbox this server made; the only user of the backend.
+
+    Alone, it keeps records, sessions and pools in memory. With shared state (Redis), those
+    live there and `records` is this process's cache: every lookup reads the shared record, a
+    pool is a Redis list that one process at a time (the holder of its lease lock) refills,
+    and any process can serve any sandbox, since a record says how to reach its box.
+    """
 
     def __init__(self, backend: Backend, settings: ManagerSettings, log: logging.Logger):
         self.backend = backend
@@ -138,12 +146,22 @@ class SandboxManager:
         self._watcher: asyncio.Task | None = None
         self._closing = False
         self._mount_root = os.path.abspath(settings.mount_dir)
+        self.state = settings.state
+        self.server_id = settings.server_id
 
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def startup(self) -> None:
         """Reap what a dead predecessor left behind, then start warming the pools."""
-        reaped = await self.backend.reap_orphans()
+        keep: set[str] = set()
+        if self.state is not None:
+            await self.state.ping()  # fail fast, with the reason, when Redis is not there
+            keep = {
+                r["container_id"]
+                for r in await self.state.scan_records()
+                if r.get("state") in ("warm", "running") and r.get("container_id")
+            }
+        reaped = await self.backend.reap_orphans(keep)
         if reaped:
             self.log.info("reaped %d sandbox(es) left behind by a previous server", reaped)
         for sandbox_type in self.pools:
@@ -167,6 +185,8 @@ class SandboxManager:
             await client.aclose()
         self._clients.clear()
         await self.backend.close()
+        if self.state is not None:
+            await self.state.close()
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.ensure_future(coro)
@@ -186,9 +206,34 @@ class SandboxManager:
     def _refill(self, sandbox_type: str) -> None:
         if self._closing or sandbox_type not in self.pools:
             return
+        if self.state is not None:
+            self._spawn(self._refill_shared(sandbox_type))
+            return
         missing = (
             self.settings.pool_size - len(self.pools[sandbox_type]) - self._pending[sandbox_type]
         )
+        for _ in range(missing):
+            if not self._admit():
+                return
+            self._pending[sandbox_type] += 1
+            self._spawn(self._warm_one(sandbox_type))
+
+    async def _refill_shared(self, sandbox_type: str) -> None:
+        """Refill a shared pool, if this process holds its lease: several servers sharing
+        one Redis never overfill it."""
+        assert self.state is not None
+        ttl = max(5.0, 3 * self.settings.watcher_interval)
+        try:
+            if not await self.state.acquire(f"pool:{sandbox_type}", self.server_id, ttl):
+                return
+            missing = (
+                self.settings.pool_size
+                - await self.state.pool_len(sandbox_type)
+                - self._pending[sandbox_type]
+            )
+        except Exception as e:
+            self.log.warning("cannot refill the %s pool now: %s", sandbox_type, e)
+            return
         for _ in range(missing):
             if not self._admit():
                 return
@@ -213,8 +258,16 @@ class SandboxManager:
                     if self._closing:
                         return
                 else:
-                    self.pools[sandbox_type].append(record)
-                    return
+                    if self.state is None:
+                        self.pools[sandbox_type].append(record)
+                        return
+                    try:
+                        await self.state.pool_push(sandbox_type, record.to_store())
+                        return
+                    except Exception as e:  # nothing half-made: the sandbox goes
+                        self.log.error("pooling %s failed: %s", record.container_name, e)
+                        self._retire(record)
+                        await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
         finally:
             self._pending[sandbox_type] -= 1
 
@@ -225,11 +278,16 @@ class SandboxManager:
             self._retire(record)
             raise
 
-    def pool_status(self) -> dict[str, dict[str, int]]:
-        return {
-            t: {"warm": len(q), "target": self.settings.pool_size, "starting": self._pending[t]}
-            for t, q in self.pools.items()
-        }
+    async def pool_status(self) -> dict[str, dict[str, int]]:
+        status = {}
+        for t, q in self.pools.items():
+            warm = len(q) if self.state is None else await self.state.pool_len(t)
+            status[t] = {
+                "warm": warm,
+                "target": self.settings.pool_size,
+                "starting": self._pending[t],
+            }
+        return status
 
     # -- create / claim ----------------------------------------------------------------------
 
@@ -270,6 +328,7 @@ class SandboxManager:
             mount_dir=workspace,
             timeout=spec_type.timeout or self.settings.call_timeout,
             storage_path=storage_key or self._storage_key(session_id),
+            server_id=self.server_id,
         )
         spec = self._spec(record, spec_type, {**spec_type.environment, **environment})
         try:
@@ -285,15 +344,19 @@ class SandboxManager:
             # Open the pooled connection now: the first call after a claim must not pay for it.
             if not await client.healthy(wait_kernel=warm, timeout=60):
                 raise BackendError(f"sandbox {name} started but its box does not answer")
+            record.bind(meta)
+            await self._publish(record)
+            await self._bind_session(record)
         except BaseException:  # cancellation included: never leave a sandbox unrecorded
             await client.aclose()
             await asyncio.shield(self.backend.destroy(started.container_id))
             self._remove_workspace(workspace)
+            if self.state is not None:
+                with contextlib.suppress(Exception):
+                    await self.state.delete_record(name)
             raise
         self._clients[name] = client
         self.records[name] = record
-        record.bind(meta)
-        self._bind_session(record)
         return record
 
     def _spec(
@@ -324,11 +387,36 @@ class SandboxManager:
             },
         )
 
-    def _bind_session(self, record: SandboxRecord) -> None:
+    async def _publish(self, record: SandboxRecord) -> None:
+        """Write a record to the shared state (no-op alone)."""
+        if self.state is not None:
+            await self.state.put_record(record.to_store())
+
+    async def _session_names(self, session: str) -> list[str]:
+        if self.state is not None:
+            return await self.state.get_session(session)
+        return list(self.sessions.get(session, []))
+
+    async def _set_session(self, session: str, names: list[str]) -> None:
+        if self.state is not None:
+            await self.state.set_session(session, names)
+        elif names:
+            self.sessions[session] = names
+        else:
+            self.sessions.pop(session, None)
+
+    async def _bind_session(self, record: SandboxRecord) -> None:
         if record.session_ctx_id:
-            names = self.sessions.setdefault(record.session_ctx_id, [])
+            names = await self._session_names(record.session_ctx_id)
             if record.container_name not in names:
-                names.append(record.container_name)
+                await self._set_session(record.session_ctx_id, [*names, record.container_name])
+
+    async def _unbind_session(self, record: SandboxRecord) -> None:
+        if record.session_ctx_id:
+            names = await self._session_names(record.session_ctx_id)
+            if record.container_name in names:
+                names.remove(record.container_name)
+                await self._set_session(record.session_ctx_id, names)
 
     async def create_from_pool(
         self, sandbox_type: str | None = None, meta: dict | None = None
@@ -336,8 +424,10 @@ class SandboxManager:
         spec_type = registry.resolve(sandbox_type, self.settings.sandbox_types[0])
         _check_meta(meta)
         pool = self.pools.get(spec_type.name)
-        while pool:
-            record = pool.popleft()
+        while True:
+            record = await self._pool_pop(spec_type.name)
+            if record is None:
+                break
             # The replacement starts just after this claim's first calls, not during them:
             # starting a sandbox keeps both cores of a small machine busy for ~0.2 s.
             asyncio.get_running_loop().call_later(REFILL_DELAY, self._refill, spec_type.name)
@@ -352,10 +442,36 @@ class SandboxManager:
                 self._retire(record)
                 continue
             record.bind(meta)
-            self._bind_session(record)
+            await self._publish(record)
+            await self._bind_session(record)
             return record.container_name
+        del pool
         self._refill(spec_type.name)  # e.g. a pool that stopped at max_sandboxes
         return await self._create(spec_type, meta, {})
+
+    async def _pool_pop(self, sandbox_type: str) -> SandboxRecord | None:
+        if self.state is None:
+            pool = self.pools.get(sandbox_type)
+            return pool.popleft() if pool else None
+        if sandbox_type not in self.pools:
+            return None  # no pool of this type here: a cold create, as when it is empty
+        data = await self.state.pool_pop(sandbox_type)
+        return self._cache(data) if data else None
+
+    def _cache(self, data: dict[str, Any]) -> SandboxRecord:
+        """This process's copy of a shared record (updated in place, so references stay)."""
+        fresh = SandboxRecord.from_store(data)
+        record = self.records.get(fresh.container_name)
+        if record is None:
+            self.records[fresh.container_name] = record = fresh
+        else:
+            record.__dict__.update(fresh.__dict__)
+        name = record.container_name
+        if record.state in LIVE_STATES and record.url and name not in self._clients:
+            self._clients[name] = BoxClient(
+                record.url, record.runtime_token, record.timeout
+            )
+        return record
 
     async def create(
         self,
@@ -431,30 +547,43 @@ class SandboxManager:
 
     # -- lookup ------------------------------------------------------------------------------
 
-    def _lookup(self, identity: str) -> SandboxRecord:
+    async def _lookup(self, identity: str) -> SandboxRecord:
         if not isinstance(identity, str) or not identity:
             raise InvalidRequest("identity must be a non-empty string (a sandbox id)")
-        record = self.records.get(identity) or self.records.get(
-            self.settings.container_prefix + identity
-        )
+        names = [identity, self.settings.container_prefix + identity]
+        record = None
+        for name in names:
+            record = await self._get(name)
+            if record is not None:
+                break
         for _ in range(MAX_REDIRECTS):
             if record is None:
                 raise SandboxNotFound(identity)
             if record.state != State.REPLACED or not record.redirect_to:
                 return record
-            record = self.records.get(record.redirect_to)
+            record = await self._get(record.redirect_to)
         raise InvalidRequest(f"Redirect loop detected for {identity}")
+
+    async def _get(self, name: str) -> SandboxRecord | None:
+        if self.state is None:
+            return self.records.get(name)
+        data = await self.state.get_record(name)
+        if data is None:
+            self.records.pop(name, None)
+            return None
+        return self._cache(data)
 
     async def _use(self, identity: str) -> tuple[SandboxRecord, BoxClient]:
         """The live sandbox behind `identity`, its session restored first if it was culled;
         renews the session's lease. Every call that works in a sandbox goes through here."""
-        record = self._lookup(identity)
+        record = await self._lookup(identity)
         if record.state == State.RECYCLED:
             record = await self._restore(record)
         client = self._clients.get(record.container_name)
         if record.state not in LIVE_STATES or client is None:
             raise SandboxNotFound(f"{identity} (it is {record.state.value})")
         record.touch()
+        await self._publish(record)
         return record, client
 
     # -- leases: culling idle sessions, restoring them, forgetting old records -----------------
@@ -463,22 +592,39 @@ class SandboxManager:
         while True:
             await asyncio.sleep(self.settings.watcher_interval)
             try:
-                await self._cull_idle_sessions()
-                self._collect_garbage()
+                if await self._lead("watcher"):
+                    await self._cull_idle_sessions()
+                    await self._collect_garbage()
                 await self._retry_saves()
-            except Exception:
-                self.log.exception("the lease watcher failed; it keeps running")
+                if self.state is not None:  # the pool leases move when a holder dies
+                    for sandbox_type in self.pools:
+                        await self._refill_shared(sandbox_type)
+            except Exception as e:
+                self.log.error("the lease watcher failed (it keeps running): %s", e)
+
+    async def _lead(self, task: str) -> bool:
+        """Alone: always. Shared: whether this process holds the lease of a fleet-wide task."""
+        if self.state is None:
+            return True
+        ttl = max(5.0, 3 * self.settings.watcher_interval)
+        return await self.state.acquire(task, self.server_id, ttl)
+
+    async def _all_records(self) -> list[SandboxRecord]:
+        if self.state is None:
+            return list(self.records.values())
+        return [self._cache(data) for data in await self.state.scan_records()]
 
     async def _cull_idle_sessions(self) -> None:
         timeout = self.settings.heartbeat_timeout
         if timeout <= 0:
             return
         now = time.time()
-        for session, names in list(self.sessions.items()):
-            running = [
-                r for n in names if (r := self.records.get(n)) and r.state == State.RUNNING
-            ]
-            if not running or session in self._restoring:
+        sessions: dict[str, list[SandboxRecord]] = {}
+        for r in await self._all_records():
+            if r.state == State.RUNNING and r.session_ctx_id:
+                sessions.setdefault(r.session_ctx_id, []).append(r)
+        for session, running in sessions.items():
+            if session in self._restoring:
                 continue
             heartbeat = max(r.last_active_at or r.updated_at for r in running)
             if now - heartbeat > timeout:
@@ -493,6 +639,7 @@ class SandboxManager:
         record.state = State.RECYCLED
         record.recycled_at = record.updated_at = time.time()
         record.recycle_reason = "heartbeat_timeout"
+        await self._publish(record)
         client = self._clients.pop(record.container_name, None)
         if client is not None:
             await client.aclose()
@@ -510,14 +657,15 @@ class SandboxManager:
         lock = self._restoring.setdefault(session, asyncio.Lock())
         try:
             async with lock:
-                names = self.sessions.get(session) or [record.container_name]
-                for old in [self.records[n] for n in list(names) if n in self.records]:
-                    if old.state == State.RECYCLED:
+                names = await self._session_names(session) or [record.container_name]
+                for name in names:
+                    old = await self._get(name)
+                    if old is not None and old.state == State.RECYCLED:
                         await self._revive(old)
         finally:
             if not lock.locked():
                 self._restoring.pop(session, None)
-        return self._lookup(record.container_name)
+        return await self._lookup(record.container_name)
 
     async def _revive(self, old: SandboxRecord) -> None:
         spec_type = registry.resolve(old.sandbox_type, old.sandbox_type)
@@ -536,15 +684,15 @@ class SandboxManager:
         elif self.settings.storage is not None and old.storage_path:
             await _in_thread(self.settings.storage.load, old.storage_path, new.mount_dir)
         new.storage_path = old.storage_path
+        await self._publish(new)
         old.state = State.REPLACED
         old.redirect_to = name
         old.updated_at = time.time()
-        names = self.sessions.get(old.session_ctx_id or "", [])
-        with contextlib.suppress(ValueError):
-            names.remove(old.container_name)
+        await self._publish(old)
+        await self._unbind_session(old)
         self.log.info("restored %s as %s", old.container_name, name)
 
-    def _collect_garbage(self) -> None:
+    async def _collect_garbage(self) -> None:
         """Forget released, replaced and recycled records after `released_ttl` (upstream
         keeps recycled ones forever). A forgotten recycled sandbox's workspace stays on disk."""
         ttl = self.settings.released_ttl
@@ -557,24 +705,21 @@ class SandboxManager:
             State.RECYCLED: lambda r: r.recycled_at,
         }
         stale = [
-            name
-            for name, r in self.records.items()
+            r
+            for r in await self._all_records()
             if r.state in since and (since[r.state](r) or 0) < horizon
         ]
-        for name in stale:
-            record = self.records.pop(name)
-            session = record.session_ctx_id or ""
-            names = self.sessions.get(session)
-            if names and name in names:
-                names.remove(name)
-                if not names:
-                    del self.sessions[session]
+        for record in stale:
+            self.records.pop(record.container_name, None)
+            if self.state is not None:
+                await self.state.delete_record(record.container_name)
+            await self._unbind_session(record)
 
     # -- RPCs --------------------------------------------------------------------------------
 
     async def release(self, identity: str) -> bool:
         try:
-            record = self._lookup(identity)
+            record = await self._lookup(identity)
         except SandboxNotFound:
             return True  # already released, as upstream
         if record.state == State.RELEASED:
@@ -587,7 +732,7 @@ class SandboxManager:
         release answers in milliseconds and the sandbox is already unreachable."""
         record.state = State.RELEASED
         record.released_at = record.updated_at = time.time()
-        if record.session_ctx_id in self.sessions:
+        if self.state is None and record.session_ctx_id in self.sessions:
             names = self.sessions[record.session_ctx_id]
             with contextlib.suppress(ValueError):
                 names.remove(record.container_name)
@@ -602,6 +747,12 @@ class SandboxManager:
                 self._refill(sandbox_type)
 
     async def _teardown(self, record: SandboxRecord, client: BoxClient | None) -> None:
+        if self.state is not None:
+            try:
+                await self._publish(record)
+                await self._unbind_session(record)
+            except Exception as e:  # the sandbox goes anyway; its record says so later
+                self.log.error("recording the release of %s failed: %s", record.container_name, e)
         if client is not None:
             await client.aclose()
         if record.container_id:
@@ -664,11 +815,11 @@ class SandboxManager:
             os.rmdir(path)
 
     async def get_info(self, identity: str) -> dict[str, Any]:
-        return self._lookup(identity).to_wire()
+        return (await self._lookup(identity)).to_wire()
 
     async def get_status(self, identity: str) -> str | None:
         try:
-            record = self._lookup(identity)
+            record = await self._lookup(identity)
         except SandboxNotFound:
             return None
         if record.state == State.RELEASED:
@@ -677,17 +828,17 @@ class SandboxManager:
             return "exited"
         return self.backend.status(record.container_id or "") or "exited"
 
-    def _find_live(self, identity: str) -> SandboxRecord | None:
+    async def _find_live(self, identity: str) -> SandboxRecord | None:
         """The live record for `identity`, or None (start/stop answer false, as upstream)."""
         try:
-            record = self._lookup(identity)
+            record = await self._lookup(identity)
         except SandboxNotFound:
             return None
         return record if record.state in LIVE_STATES else None
 
     async def start(self, identity: str) -> bool:
         """Start a stopped sandbox again: a fresh box on the same workspace."""
-        record = self._find_live(identity)
+        record = await self._find_live(identity)
         if record is None:
             return False
         if self.backend.status(record.container_id or "") == "running":
@@ -716,7 +867,7 @@ class SandboxManager:
 
     async def stop(self, identity: str) -> bool:
         """Stop a sandbox's processes; its record and workspace stay (status `exited`)."""
-        record = self._find_live(identity)
+        record = await self._find_live(identity)
         if record is None:
             return False
         if record.container_id:
@@ -779,16 +930,25 @@ class SandboxManager:
         return response.text
 
     async def get_session_mapping(self, session_ctx_id: str) -> list[str]:
-        return list(self.sessions.get(session_ctx_id, []))
+        return await self._session_names(session_ctx_id)
 
     async def list_session_keys(self) -> list[str]:
+        if self.state is not None:
+            return await self.state.session_keys()
         return list(self.sessions)
 
     async def cleanup(self) -> None:
-        """Destroy every sandbox this server made, pooled ones included."""
-        doomed = [r for r in self.records.values() if r.state in LIVE_STATES]
-        for pool in self.pools.values():
+        """Destroy every sandbox this server made, pooled ones included; with shared state,
+        never another server's."""
+        doomed = [
+            r
+            for r in await self._all_records()
+            if r.state in LIVE_STATES and r.server_id in (None, self.server_id)
+        ]
+        for sandbox_type, pool in self.pools.items():
             pool.clear()
+            if self.state is not None:
+                await self.state.pool_take_owned(sandbox_type, self.server_id)
         for record in doomed:
             self._retire(record)
         await self._drain_teardowns()

@@ -10,7 +10,7 @@ from __future__ import annotations
 import secrets
 import string
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from enum import Enum
 from typing import Any
 
@@ -57,6 +57,7 @@ class SandboxRecord:
     recycle_reason: str | None = None
     redirect_to: str | None = None
     created_at: float = field(default_factory=time.time)
+    server_id: str | None = None  # the server process that made it (and tears it down)
 
     def bind(self, meta: dict[str, Any] | None) -> None:
         """Attach the caller's meta; a `session_ctx_id` makes the sandbox RUNNING."""
@@ -73,7 +74,20 @@ class SandboxRecord:
 
     def to_wire(self) -> dict[str, Any]:
         """The ContainerModel dict of `get_info`."""
+        data = self.to_store()
+        data.pop("created_at")
+        data.pop("server_id")
+        return data
+
+    def to_store(self) -> dict[str, Any]:
+        """Everything, as JSON-ready data (the shared state keeps records this way)."""
         data = asdict(self)
         data["state"] = self.state.value
-        data.pop("created_at")
         return data
+
+    @classmethod
+    def from_store(cls, data: dict[str, Any]) -> SandboxRecord:
+        known = {f.name for f in fields(cls)}
+        record = cls(**{k: v for k, v in data.items() if k in known})
+        record.state = State(record.state)
+        return record

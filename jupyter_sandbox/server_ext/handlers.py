@@ -20,6 +20,7 @@ from tornado import web
 
 from ..backends import BackendError
 from ..manager import InvalidRequest, SandboxManager, SandboxNotFound, UnknownSandboxType
+from ..manager.state import StateUnavailable
 from .auth import bearer_from_header, token_matches
 
 # Route name → manager method. Every route also answers as `<name>_async`.
@@ -134,16 +135,22 @@ class HealthHandler(JSONErrorsMixin, ExtensionHandlerMixin, JupyterHandler):
     async def prepare(self) -> None:  # type: ignore[override]
         return None
 
-    def get(self) -> None:
+    async def get(self) -> None:
         app = self.extensionapp
         self.set_header("Content-Type", "application/json")
+        try:
+            pools = await app.manager.pool_status()
+        except StateUnavailable as e:
+            self.set_status(503)
+            self.finish(json.dumps({"status": "unhealthy", "detail": str(e)}))
+            return
         self.finish(
             json.dumps(
                 {
                     "status": "healthy",
                     "version": str(list(app.sandbox_types)),
                     "backend": app.backend,
-                    "pools": app.manager.pool_status(),
+                    "pools": pools,
                 }
             )
         )
@@ -164,6 +171,8 @@ class RPCHandler(SandboxHandler):
             raise web.HTTPError(400, f"Error in {route}: {e}") from None
         except BackendError as e:
             raise web.HTTPError(502, f"Error in {route}: {e}") from None
+        except StateUnavailable as e:
+            raise web.HTTPError(503, f"Error in {route}: {e}") from None
         self.write_json({"data": result})
 
     def _kwargs(self, route: str, name: str) -> dict[str, Any]:
@@ -235,6 +244,8 @@ class ProxyHandler(SandboxHandler):
             raise web.HTTPError(404, f"sandbox not found: {identity}") from None
         except BackendError as e:
             raise web.HTTPError(502, f"proxy upstream error: {e}") from None
+        except StateUnavailable as e:
+            raise web.HTTPError(503, str(e)) from None
         try:
             self.set_status(response.status_code)
             for key, value in response.headers.items():
