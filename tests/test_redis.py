@@ -1,0 +1,203 @@
+"""Shared state in a real `redis-server` (started here): several server processes serve one
+fleet, never overfill a pool, leave each other's sandboxes alone, survive `kill -9` (docker)
+and Redis going away."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import requests
+
+from .conftest import Server, free_port, start_server, stop_server, wait_healthy
+
+
+class RedisServer:
+    def __init__(self, workdir: Path):
+        self.port = free_port()
+        self.workdir = workdir
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        # Append-only persistence: a restarted Redis has its data back, as in production.
+        self.proc = subprocess.Popen(
+            ["redis-server", "--bind", "127.0.0.1", "--port", str(self.port), "--save", "",
+             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir)],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while self.cli("ping") != "PONG":
+            assert time.monotonic() < deadline, "redis-server did not start"
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            self.proc.terminate()
+            self.proc.wait(10)
+
+    def cli(self, *args: str) -> str:
+        done = subprocess.run(
+            ["redis-cli", "-p", str(self.port), *args], capture_output=True, text=True
+        )
+        return done.stdout.strip()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    server = RedisServer(tmp_path)
+    server.start()
+    yield server
+    server.stop()
+
+
+def serve(tmp_path: Path, name: str, redis: RedisServer, *args: str, wait: bool = True) -> Server:
+    return start_server(
+        tmp_path / name,
+        f"--SandboxApp.redis_url={redis.url}",
+        "--SandboxApp.watcher_interval=0.2",
+        *args,
+        wait=wait,
+    )
+
+
+def shell(server: Server, sid: str, command: str) -> str:
+    result = server.data(
+        "call_tool", identity=sid, tool_name="run_shell_command", arguments={"command": command}
+    )
+    return result["content"][0]["text"]
+
+
+def test_two_servers_serve_one_fleet(tmp_path: Path, redis_server: RedisServer) -> None:
+    a = serve(tmp_path, "a", redis_server, "--SandboxApp.pool_size=1")
+    b = serve(tmp_path, "b", redis_server, "--SandboxApp.pool_size=1")
+    try:
+        sid = a.data("create_from_pool", sandbox_type="base", meta={"session_ctx_id": "fleet"})
+        assert shell(b, sid, "echo served-by-b") == "served-by-b\n"  # made by a, used via b
+        assert b.data("get_info", identity=sid)["state"] == "running"
+        assert b.data("get_session_mapping", session_ctx_id="fleet") == [sid]
+        assert "fleet" in a.data("list_session_keys")
+        record = json.loads(redis_server.cli("get", sid))  # the seed's key layout
+        assert record["container_name"] == sid and record["session_ctx_id"] == "fleet"
+        assert json.loads(redis_server.cli("get", "session_mapping:fleet")) == [sid]
+        b.data("release", identity=sid)
+        assert a.data("get_info", identity=sid)["state"] == "released"
+    finally:
+        stop_server(a)
+        stop_server(b)
+
+
+def test_three_servers_never_overfill_a_pool(tmp_path: Path, redis_server: RedisServer) -> None:
+    servers = [
+        serve(tmp_path, f"s{i}", redis_server, "--SandboxApp.pool_size=2", wait=False)
+        for i in range(3)
+    ]
+    try:
+        for server in servers:
+            wait_healthy(server)
+        key = "_runtime_sandbox_container_container_pool:base"
+        for _ in range(3):  # claims drain the pool; it settles back at exactly 2
+            time.sleep(1.5)
+            assert int(redis_server.cli("llen", key)) == 2
+            sid = servers[0].data("create_from_pool", sandbox_type="base")
+            servers[1].data("release", identity=sid)
+        time.sleep(1.5)
+        assert int(redis_server.cli("llen", key)) == 2
+        for server in servers:
+            health = requests.get(f"{server.url}/health", timeout=5).json()
+            assert health["pools"]["base"]["warm"] == 2
+    finally:
+        for server in servers:
+            stop_server(server)
+
+
+def test_one_servers_shutdown_leaves_the_others_sandboxes(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    a = serve(tmp_path, "a", redis_server, "--SandboxApp.pool_size=1")
+    b = serve(tmp_path, "b", redis_server, "--SandboxApp.pool_size=1")
+    try:
+        on_a = a.data("create", sandbox_type="base")
+        on_b = b.data("create", sandbox_type="base")
+        stop_server(a)  # auto_cleanup: a destroys what a made, nothing else
+        assert shell(b, on_b, "echo alive") == "alive\n"
+        assert b.data("get_info", identity=on_a)["state"] == "released"
+        # The pool lease moves to b: the pool is refilled by b alone.
+        time.sleep(6)
+        assert int(redis_server.cli("llen", "_runtime_sandbox_container_container_pool:base")) == 1
+        assert b.data("create_from_pool", sandbox_type="base")
+    finally:
+        stop_server(a)
+        stop_server(b)
+
+
+def test_redis_away_gives_503_and_service_resumes(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    server = serve(tmp_path, "a", redis_server, "--SandboxApp.pool_size=1")
+    try:
+        sid = server.data("create_from_pool", sandbox_type="base")
+        redis_server.stop()
+        response = server.rpc(
+            "call_tool", identity=sid, tool_name="run_shell_command", arguments={"command": "true"}
+        )
+        assert response.status_code == 503
+        assert "shared state (redis://127.0.0.1" in response.json()["detail"]
+        assert "unreachable" in response.json()["detail"]
+        assert requests.get(f"{server.url}/health", timeout=10).status_code == 503
+        created = server.rpc("create", sandbox_type="base")
+        assert created.status_code in (200, 503)  # refused, or made and then undone
+        redis_server.start()  # same port, its data back from the append-only file
+        deadline = time.monotonic() + 20
+        while server.rpc("get_info", identity=sid).status_code != 200:
+            assert time.monotonic() < deadline, server.log_text()[-2000:]
+            time.sleep(0.2)
+        assert shell(server, sid, "echo back") == "back\n"
+        wait_healthy(server)
+    finally:
+        stop_server(server)
+    # Nothing the outage touched is left running: every jail of this server is gone.
+    state_dir = server.cwd / "state"
+    assert not any(state_dir.iterdir()) if state_dir.exists() else True
+
+
+def test_restart_after_kill_9_keeps_serving_docker_sandboxes(
+    tmp_path: Path, redis_server: RedisServer, docker_client
+) -> None:
+    args = ("--SandboxApp.backend=docker", "--SandboxApp.pool_size=1")
+    first = serve(tmp_path, "a", redis_server, *args)
+    sid = first.data("create_from_pool", sandbox_type="base", meta={"session_ctx_id": "k9"})
+    shell(first, sid, "echo before > f.txt")
+    stop_server(first, signal.SIGKILL)
+    second = serve(tmp_path, "a", redis_server, *args)  # same place, same Redis
+    try:
+        assert shell(second, sid, "cat f.txt") == "before\n"  # adopted, not reaped
+        # Nothing leaked: every sandbox container on the engine has a live record.
+        live = {
+            r["container_id"]
+            for r in map(json.loads, _records(redis_server))
+            if r["state"] in ("warm", "running")
+        }
+        containers = {
+            c["Id"]
+            for c in docker_client.api.containers(
+                all=True, filters={"label": "jupyter-sandbox.server-pid"}
+            )
+        }
+        assert containers <= live | _starting(second), (containers, live)
+    finally:
+        stop_server(second)
+
+
+def _records(redis: RedisServer) -> list[str]:
+    names = redis.cli("--scan", "--pattern", "runtime-sandbox-container-*").split()
+    return [redis.cli("get", n) for n in names]
+
+
+def _starting(server: Server) -> set[str]:
+    return set()  # the pool is full once wait_healthy returned; nothing is mid-creation
