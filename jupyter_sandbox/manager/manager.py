@@ -725,6 +725,9 @@ class SandboxManager:
         if record.state == State.RELEASED:
             return True
         self._retire(record)
+        if self.state is not None:  # every server sees it released once this answers
+            await self._publish(record)
+            await self._unbind_session(record)
         return True
 
     def _retire(self, record: SandboxRecord) -> None:
