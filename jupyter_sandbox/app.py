@@ -417,7 +417,7 @@ class SandboxApp(ExtensionApp):
                 "in this version; run several servers on one SandboxApp.redis_url instead."
                 if self.redis_url
                 else f"SandboxApp.workers={self.workers}: several worker processes need shared "
-                "state: set SandboxApp.redis_url (or use workers=1)."
+                "state in Redis: set SandboxApp.redis_url (or use workers=1)."
             )
         if self.backend not in ("local", "docker"):
             self._fail(

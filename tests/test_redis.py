@@ -14,6 +14,8 @@ from pathlib import Path
 import pytest
 import requests
 
+from jupyter_sandbox import envfile
+
 from .conftest import Server, free_port, start_server, stop_server, wait_healthy
 
 
@@ -201,3 +203,21 @@ def _records(redis: RedisServer) -> list[str]:
 
 def _starting(server: Server) -> set[str]:
     return set()  # the pool is full once wait_healthy returned; nothing is mid-creation
+
+
+def test_env_file_builds_redis_url_from_the_seeds_settings(tmp_path: Path) -> None:
+    env = tmp_path / "seed.env"
+    env.write_text(
+        "REDIS_ENABLED=True\nREDIS_SERVER=cache.internal\nREDIS_PORT=6380\nREDIS_DB=2\n"
+        "REDIS_USER=svc\nREDIS_PASSWORD=p@ss/word\nREDIS_PORT_KEY=_ports\n"
+        "REDIS_CONTAINER_POOL_KEY=_pool\n"
+    )
+    config, _, notes = envfile.load(str(env))
+    assert config["SandboxApp"] == {
+        "redis_url": "redis://svc:p%40ss%2Fword@cache.internal:6380/2",
+        "redis_port_key": "_ports",
+        "redis_pool_key": "_pool",
+    }
+    assert notes == []
+    env.write_text("REDIS_ENABLED=false\nREDIS_SERVER=unused\n")
+    assert envfile.load(str(env))[0] == {}

@@ -115,6 +115,7 @@ def test_env_file_sets_traits(tmp_path: Path) -> None:
         "CONTAINER_PREFIX_KEY='envprefix-'\n"
         "BEARER_TOKEN=from-env-file\n"
         "REDIS_ENABLED=False\n"
+        "HEARTBEAT_LOCK_TTL=120\n"
         "RUNTIME_SANDBOX_IMAGE_NAMESPACE=myns\n"
         "RUNTIME_SANDBOX_IMAGE_TAG=v2\n"
     )
@@ -129,7 +130,7 @@ def test_env_file_sets_traits(tmp_path: Path) -> None:
         assert server.data("get_info", identity=sid)["version"] == (
             "myns/runtime-sandbox-filesystem:v2"
         )
-        assert "REDIS_ENABLED is understood but not supported yet" in server.log_text()
+        assert "HEARTBEAT_LOCK_TTL is understood but not supported yet" in server.log_text()
     finally:
         stop_server(server)
 
