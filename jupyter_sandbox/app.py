@@ -8,12 +8,17 @@ the root on 127.0.0.1:8000; inside `jupyter server`/`jupyter lab` under `{base_u
 
 from __future__ import annotations
 
+import asyncio
+import ctypes
 import ipaddress
 import json
 import os
 import re
 import secrets
 import signal
+import subprocess
+import sys
+import time
 import uuid
 from typing import Any
 
@@ -60,6 +65,45 @@ def split_types(values: list[str] | str) -> list[str]:
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 
 
+WORKER_ENV = "JUPYTER_SANDBOX_WORKER"  # set in the worker processes the first one starts
+
+
+def spawn_workers(count: int, log: Any) -> list[subprocess.Popen]:
+    """Start `count` more server processes with this one's command line. They listen on the
+    same port (SO_REUSEPORT: the kernel spreads connections), share state through Redis, and
+    get SIGTERM if this process dies, even by `kill -9`."""
+
+    def die_with_parent() -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG
+
+    workers = []
+    for index in range(1, count + 1):
+        env = {**os.environ, WORKER_ENV: str(index)}
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "jupyter_sandbox", *sys.argv[1:]],
+                env=env,
+                preexec_fn=die_with_parent,  # noqa: PLW1509 - a prctl, no threads involved
+            )
+        )
+    log.info("started %d more worker process(es): %s", count, [w.pid for w in workers])
+    return workers
+
+
+async def stop_workers(workers: list[subprocess.Popen], log: Any) -> None:
+    for worker in workers:
+        if worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 60  # each cleans up its own sandboxes first
+    for worker in workers:
+        while worker.poll() is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        if worker.poll() is None:
+            log.warning("worker %d did not stop in time; killing it", worker.pid)
+            worker.kill()
+
+
 def is_loopback(ip: str) -> bool:
     if ip in LOOPBACK_NAMES:
         return True
@@ -77,6 +121,22 @@ class SandboxServerApp(ServerApp):
     """
 
     default_services = ("api", "auth", "security")
+    # Set by SandboxApp when it runs several worker processes on one port (SO_REUSEPORT).
+    reuse_port = False
+
+    def _find_http_port(self) -> None:
+        if not self.reuse_port:
+            super()._find_http_port()  # a plain bind test would fail beside the other workers
+
+    def _bind_http_server_tcp(self) -> bool:
+        if not self.reuse_port:
+            return super()._bind_http_server_tcp()
+        try:
+            self.http_server.listen(self.port, self.ip, reuse_port=True)
+        except OSError as e:
+            self.log.critical("cannot listen on %s:%s: %s", self.ip, self.port, e)
+            return False
+        return True
 
     def init_signal(self) -> None:
         super().init_signal()
@@ -370,6 +430,8 @@ class SandboxApp(ExtensionApp):
             self._apply_env_file(serverapp)
         for extension in self.extensions:
             self._load_extension_module(extension)
+        if self.workers > 1:
+            serverapp.reuse_port = True
 
     def _apply_env_file(self, serverapp: Any) -> None:
         try:
@@ -411,14 +473,18 @@ class SandboxApp(ExtensionApp):
         raise RuntimeError(message)
 
     def _check_settings(self) -> None:
-        if self.workers != 1:
-            self._fail(
-                f"SandboxApp.workers={self.workers}: several worker processes are not supported "
-                "in this version; run several servers on one SandboxApp.redis_url instead."
-                if self.redis_url
-                else f"SandboxApp.workers={self.workers}: several worker processes need shared "
-                "state in Redis: set SandboxApp.redis_url (or use workers=1)."
-            )
+        if self.workers < 1:
+            self._fail(f"SandboxApp.workers={self.workers}: need at least 1")
+        if self.workers > 1:
+            if not self.redis_url:
+                self._fail(
+                    f"SandboxApp.workers={self.workers}: several worker processes need shared "
+                    "state in Redis: set SandboxApp.redis_url (or use workers=1)."
+                )
+            if not self.standalone:
+                self._fail("SandboxApp.workers > 1 works with `jupyter sandbox-server` only")
+            if not self.serverapp.port:
+                self._fail("SandboxApp.workers > 1 needs a fixed --port (not 0)")
         if self.backend not in ("local", "docker"):
             self._fail(
                 f"SandboxApp.backend={self.backend!r} is not available in this version; "
@@ -545,6 +611,8 @@ class SandboxApp(ExtensionApp):
         self.handlers.extend(route_table("" if self.standalone else "sandbox"))
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
+        if self.workers > 1 and WORKER_ENV not in os.environ:
+            self._workers = spawn_workers(self.workers - 1, self.log)
         await self.manager.startup()
         self.log.info(
             "jupyter-sandbox %s: backend %s, pools %s x %d, serving at %s",
@@ -558,6 +626,7 @@ class SandboxApp(ExtensionApp):
 
     async def stop_extension(self) -> None:
         await self.manager.shutdown()
+        await stop_workers(getattr(self, "_workers", []), self.log)
 
 
 main = launch_new_instance = SandboxApp.launch_instance

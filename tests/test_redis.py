@@ -221,3 +221,50 @@ def test_env_file_builds_redis_url_from_the_seeds_settings(tmp_path: Path) -> No
     assert notes == []
     env.write_text("REDIS_ENABLED=false\nREDIS_SERVER=unused\n")
     assert envfile.load(str(env))[0] == {}
+
+
+def test_workers_share_one_port_and_one_pool(tmp_path: Path, redis_server: RedisServer) -> None:
+    server = serve(
+        tmp_path, "w", redis_server, "--SandboxApp.workers=3", "--SandboxApp.pool_size=2"
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while len(_worker_pids(server)) < 2:  # the first process started two more
+            assert time.monotonic() < deadline, server.log_text()[-2000:]
+            time.sleep(0.1)
+        made = []
+        for _ in range(12):  # a new connection each time: the kernel spreads them
+            response = requests.post(
+                f"{server.url}/create", json={"sandbox_type": "base"}, headers=server.headers
+            )
+            made.append(response.json()["data"])
+        owners = {json.loads(redis_server.cli("get", sid))["server_id"] for sid in made}
+        assert len(owners) >= 2, owners  # served by more than one process
+        for sid in made:
+            assert shell(server, sid, "echo ok") == "ok\n"  # whichever worker answers
+            server.data("release", identity=sid)
+        time.sleep(1.5)
+        assert int(redis_server.cli("llen", "_runtime_sandbox_container_container_pool:base")) == 2
+    finally:
+        workers = _worker_pids(server)
+        stop_server(server)
+    deadline = time.monotonic() + 30
+    while any(Path(f"/proc/{pid}").exists() for pid in workers):
+        assert time.monotonic() < deadline, "workers outlived their first process"
+        time.sleep(0.1)
+    state_dir = server.cwd / "state"
+    assert not any(state_dir.iterdir())  # every worker cleaned up its own sandboxes
+
+
+def _worker_pids(server: Server) -> list[int]:
+    out = subprocess.run(
+        ["pgrep", "-P", str(server.proc.pid), "-f", "jupyter_sandbox"],
+        capture_output=True, text=True,
+    ).stdout  # fmt: skip
+    return [int(p) for p in out.split()]
+
+
+def test_workers_without_redis_is_refused(tmp_path: Path) -> None:
+    server = start_server(tmp_path, "--SandboxApp.workers=2", wait=False)
+    assert server.proc.wait(60) != 0
+    assert "need shared state in Redis" in server.log_text()
