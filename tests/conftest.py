@@ -84,8 +84,11 @@ def wait_healthy(server: Server, pools: bool = True, timeout: float = 60) -> dic
         if server.proc.poll() is not None:
             raise AssertionError(f"server exited {server.proc.returncode}:\n{server.log_text()}")
         try:
-            health = requests.get(f"{server.url}/health", timeout=2).json()
-            if not pools or all(p["warm"] >= p["target"] for p in health["pools"].values()):
+            response = requests.get(f"{server.url}/health", timeout=2)
+            health = response.json()
+            if response.status_code == 200 and (
+                not pools or all(p["warm"] >= p["target"] for p in health["pools"].values())
+            ):
                 return health
         except requests.ConnectionError:
             pass

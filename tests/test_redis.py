@@ -268,3 +268,23 @@ def test_workers_without_redis_is_refused(tmp_path: Path) -> None:
     server = start_server(tmp_path, "--SandboxApp.workers=2", wait=False)
     assert server.proc.wait(60) != 0
     assert "need shared state in Redis" in server.log_text()
+
+
+def test_restart_after_kill_9_releases_records_of_lost_local_jails(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    first = serve(tmp_path, "a", redis_server, "--SandboxApp.pool_size=1")
+    sid = first.data("create_from_pool", sandbox_type="base", meta={"session_ctx_id": "lost"})
+    stop_server(first, signal.SIGKILL)  # its jails die with it (by design)
+    second = serve(tmp_path, "a", redis_server, "--SandboxApp.pool_size=1")
+    try:
+        assert second.data("get_info", identity=sid)["state"] == "released"
+        assert second.data("get_session_mapping", session_ctx_id="lost") == []
+        live = [
+            r for r in map(json.loads, _records(redis_server)) if r["state"] in ("warm", "running")
+        ]
+        assert len(live) == 1 and live[0]["server_id"] != json.loads(
+            redis_server.cli("get", sid)
+        )["server_id"]  # only the new server's pooled sandbox
+    finally:
+        stop_server(second)

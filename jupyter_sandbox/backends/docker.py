@@ -42,8 +42,9 @@ BOX_PORT = 8080
 LABEL = "jupyter-sandbox"  # every label key starts with this
 SANDBOX_USER = "65534:65534"  # nobody:nogroup, the same numeric ids in every Debian image
 ICC_OFF = {"com.docker.network.bridge.enable_icc": "false"}
-# Engine states that `status` reports; a pooled sandbox is "paused" when pause_pool is on.
-LIVE = ("running", "paused")
+# `status` follows every sandbox container of the engine: with shared state, this server may
+# serve (and must know the state of) sandboxes another server made.
+EVENTS_LABEL = f"{LABEL}.server-pid"
 
 
 def _start_time(pid: int) -> str | None:
@@ -205,6 +206,7 @@ class DockerBackend(Backend):
                 f"({e}). Start dockerd (Debian: `apt-get install docker.io && dockerd &`) or "
                 "point --DockerBackend.docker_host at one."
             ) from None
+        self._resync(EVENTS_LABEL)  # `status` knows every sandbox container from the start
         self._start_events()
 
     @property
@@ -229,9 +231,7 @@ class DockerBackend(Backend):
         """Keep `_states` current from the engine's events; if the stream breaks (the engine
         restarted), reconnect and re-read the state of every container we know."""
         transitions = {"start": "running", "unpause": "running", "pause": "paused", "die": "exited"}
-        # Every sandbox container of the engine: with shared state, this server may serve
-        # (and must know the state of) sandboxes another server made.
-        label = f"{LABEL}.server-pid"
+        label = EVENTS_LABEL
         while not self._closing:
             try:
                 self._events = self._client.api.events(

@@ -22,6 +22,7 @@ import os
 import re
 import secrets
 import shutil
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from .records import LIVE_STATES, SandboxRecord, State, new_session_id
 from .state import SharedState
 
 MAX_REDIRECTS = 10
+HOST = socket.gethostname()
 REFILL_DELAY = 0.05  # seconds from a pool claim to the start of its replacement
 
 
@@ -153,17 +155,29 @@ class SandboxManager:
 
     async def startup(self) -> None:
         """Reap what a dead predecessor left behind, then start warming the pools."""
-        keep: set[str] = set()
+        live: list[dict[str, Any]] = []
         if self.state is not None:
             await self.state.ping()  # fail fast, with the reason, when Redis is not there
-            keep = {
-                r["container_id"]
+            live = [
+                r
                 for r in await self.state.scan_records()
                 if r.get("state") in ("warm", "running") and r.get("container_id")
-            }
-        reaped = await self.backend.reap_orphans(keep)
+            ]
+        reaped = await self.backend.reap_orphans({r["container_id"] for r in live})
         if reaped:
             self.log.info("reaped %d sandbox(es) left behind by a previous server", reaped)
+        # Records of this host whose sandbox is gone (a local jail dies with its server):
+        # released, so no record claims a sandbox that does not exist.
+        stale = [
+            self._cache(r)
+            for r in live
+            if r.get("host") == HOST and self.backend.status(r["container_id"]) is None
+        ]
+        for record in stale:
+            self._retire(record)
+            await self._publish(record)
+        if stale:
+            self.log.info("released %d record(s) whose sandbox no longer exists", len(stale))
         for sandbox_type in self.pools:
             self._refill(sandbox_type)
         if self.settings.watcher_interval > 0:
@@ -329,6 +343,7 @@ class SandboxManager:
             timeout=spec_type.timeout or self.settings.call_timeout,
             storage_path=storage_key or self._storage_key(session_id),
             server_id=self.server_id,
+            host=HOST,
         )
         spec = self._spec(record, spec_type, {**spec_type.environment, **environment})
         try:

@@ -58,6 +58,7 @@ class SandboxRecord:
     redirect_to: str | None = None
     created_at: float = field(default_factory=time.time)
     server_id: str | None = None  # the server process that made it (and tears it down)
+    host: str | None = None  # the host of that process (shared state spans hosts)
 
     def bind(self, meta: dict[str, Any] | None) -> None:
         """Attach the caller's meta; a `session_ctx_id` makes the sandbox RUNNING."""
@@ -75,8 +76,8 @@ class SandboxRecord:
     def to_wire(self) -> dict[str, Any]:
         """The ContainerModel dict of `get_info`."""
         data = self.to_store()
-        data.pop("created_at")
-        data.pop("server_id")
+        for private in ("created_at", "server_id", "host"):
+            data.pop(private)
         return data
 
     def to_store(self) -> dict[str, Any]:
