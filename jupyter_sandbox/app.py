@@ -44,7 +44,7 @@ from .backends.docker import DockerBackend
 from .backends.local import LocalBackend
 from .extensions import ExtensionError, load_extension
 from .manager import ManagerSettings, SandboxManager, registry
-from .manager.state import SharedState
+from .manager.state import SharedPortSet, SharedState
 from .server_ext import route_table
 from .storage import LocalStorage, OSSStorage, S3Storage, StorageError, WorkspaceStorage
 
@@ -589,7 +589,10 @@ class SandboxApp(ExtensionApp):
             allow_mount_dir=self.allow_mount_dir,
             state=state,
         )
-        self.manager = SandboxManager(self._make_backend(), settings, self.log)
+        backend = self._make_backend()
+        if state is not None and isinstance(backend, DockerBackend):
+            backend.ports.shared = SharedPortSet(self.redis_url, self.redis_port_key)
+        self.manager = SandboxManager(backend, settings, self.log)
         if self.standalone:
             self._share_token_with_jupyter()
         if not self.bearer_token:

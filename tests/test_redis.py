@@ -285,3 +285,32 @@ def test_restart_after_kill_9_releases_records_of_lost_local_jails(
         )["server_id"]  # only the new server's pooled sandbox
     finally:
         stop_server(second)
+
+
+def test_published_ports_are_tracked_in_redis(
+    tmp_path: Path, redis_server: RedisServer, docker_client
+) -> None:
+    args = (
+        "--SandboxApp.backend=docker",
+        "--DockerBackend.access=port",
+        "--SandboxApp.port_range=[55200, 55210]",
+        "--SandboxApp.pool_size=1",
+    )
+    a = serve(tmp_path, "a", redis_server, *args)
+    b = serve(tmp_path, "b", redis_server, *args)
+    try:
+        made = [server.data("create", sandbox_type="base") for server in (a, b, a)]
+        ports = [a.data("get_info", identity=sid)["ports"][0] for sid in made]
+        assert len(set(ports)) == 3 and all(55200 <= p < 55210 for p in ports)
+        key = "_runtime_sandbox_container_occupied_ports"  # the seed's set
+        occupied = {int(p) for p in redis_server.cli("smembers", key).split()}
+        assert set(ports) <= occupied
+        a.data("release", identity=made[0])
+        deadline = time.monotonic() + 15
+        while str(ports[0]) in redis_server.cli("smembers", key).split():
+            assert time.monotonic() < deadline, "a released sandbox's port stays taken"
+            time.sleep(0.1)
+    finally:
+        stop_server(a)
+        stop_server(b)
+    assert redis_server.cli("smembers", "_runtime_sandbox_container_occupied_ports") == ""

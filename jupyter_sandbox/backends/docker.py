@@ -32,7 +32,7 @@ import subprocess
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 from traitlets import Bool, CaselessStrEnum, Dict, Float, Unicode
 
@@ -53,15 +53,23 @@ def _start_time(pid: int) -> str | None:
     return None
 
 
-class PortAllocator:
-    """Host ports handed to published sandboxes, from [first, last), each checked free.
+class PortSet(Protocol):
+    """Ports taken fleet-wide (the state store's set, when servers share one)."""
 
-    In memory for now; with shared state (Redis) it moves to the state store so that several
-    servers on one host never publish the same port.
-    """
+    def add(self, port: int) -> bool:  # True when it was free
+        ...
+
+    def remove(self, port: int) -> None:
+        ...
+
+
+class PortAllocator:
+    """Host ports handed to published sandboxes, from [first, last), each checked free here
+    and, when `shared` is set, claimed in the fleet-wide set (as the seed does in Redis)."""
 
     def __init__(self, first: int, last: int, address: str = ""):
         self.first, self.last, self.address = first, last, address
+        self.shared: PortSet | None = None
         self._taken: set[int] = set()
         self._lock = threading.Lock()
 
@@ -70,10 +78,14 @@ class PortAllocator:
             for port in range(self.first, self.last):
                 if port in self._taken:
                     continue
+                if self.shared is not None and not self.shared.add(port):
+                    continue  # another server published it
                 with socket.socket() as s:
                     try:
                         s.bind((self.address, port))
                     except OSError:
+                        if self.shared is not None:
+                            self.shared.remove(port)
                         continue
                 self._taken.add(port)
                 return port
@@ -84,6 +96,8 @@ class PortAllocator:
     def release(self, port: int) -> None:
         with self._lock:
             self._taken.discard(port)
+            if self.shared is not None:
+                self.shared.remove(port)
 
 
 class DockerBackend(Backend):

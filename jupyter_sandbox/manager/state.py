@@ -169,3 +169,27 @@ class SharedState:
 
     async def release(self, name: str, owner: str) -> None:
         await self._call(self.redis.eval(_RELEASE, 1, LOCK_PREFIX + name, owner))
+
+
+class SharedPortSet:
+    """The seed's set of published host ports (`<port_key>`), for the Docker backend's port
+    allocator. Synchronous: the allocator runs on the backend's worker threads."""
+
+    def __init__(self, url: str, port_key: str = DEFAULT_PORT_KEY):
+        import redis
+
+        self._errors = (redis.RedisError, OSError)
+        self.redis = redis.Redis.from_url(url, socket_timeout=3, socket_connect_timeout=2)
+        self.key = port_key
+
+    def add(self, port: int) -> bool:
+        try:
+            return bool(self.redis.sadd(self.key, port))
+        except self._errors as e:
+            raise StateUnavailable(f"shared state is unreachable: {e}") from None
+
+    def remove(self, port: int) -> None:
+        try:
+            self.redis.srem(self.key, port)
+        except self._errors as e:
+            raise StateUnavailable(f"shared state is unreachable: {e}") from None
