@@ -33,7 +33,7 @@ from ..storage import StorageError, WorkspaceStorage, check_key
 from . import registry
 from .boxclient import GENERIC_TOOLS, BoxClient, BoxUnreachable
 from .records import LIVE_STATES, SandboxRecord, State, new_session_id
-from .state import SharedState
+from .state import SharedState, StateUnavailable
 
 MAX_REDIRECTS = 10
 HOST = socket.gethostname()
@@ -553,6 +553,8 @@ class SandboxManager:
         except (BackendError, StorageError) as e:
             self.log.error("creating a %s sandbox failed: %s", spec_type.name, e)
             return None
+        except StateUnavailable:
+            raise  # a 503 that says Redis is away; the sandbox was destroyed, not half-made
         except Exception:  # a bug or the host (ENOSPC, EMFILE): still answer {"data": null}
             self.log.exception("creating a %s sandbox failed", spec_type.name)
             return None
