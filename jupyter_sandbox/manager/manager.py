@@ -210,7 +210,11 @@ class SandboxManager:
     # -- pools -------------------------------------------------------------------------------
 
     def _live_count(self) -> int:
-        live = sum(r.state in LIVE_STATES for r in self.records.values())
+        """Sandboxes this process made (max_sandboxes is per server process)."""
+        live = sum(
+            r.state in LIVE_STATES and r.server_id in (None, self.server_id)
+            for r in self.records.values()
+        )
         return live + sum(self._pending.values()) + self._cold_starting
 
     def _admit(self) -> bool:
@@ -438,7 +442,6 @@ class SandboxManager:
     ) -> str | None:
         spec_type = registry.resolve(sandbox_type, self.settings.sandbox_types[0])
         _check_meta(meta)
-        pool = self.pools.get(spec_type.name)
         while True:
             record = await self._pool_pop(spec_type.name)
             if record is None:
@@ -460,7 +463,6 @@ class SandboxManager:
             await self._publish(record)
             await self._bind_session(record)
             return record.container_name
-        del pool
         self._refill(spec_type.name)  # e.g. a pool that stopped at max_sandboxes
         return await self._create(spec_type, meta, {})
 
@@ -483,10 +485,18 @@ class SandboxManager:
             record.__dict__.update(fresh.__dict__)
         name = record.container_name
         if record.state in LIVE_STATES and record.url and name not in self._clients:
-            self._clients[name] = BoxClient(
-                record.url, record.runtime_token, record.timeout
-            )
+            self._clients[name] = BoxClient(record.url, record.runtime_token, record.timeout)
+        elif record.state not in LIVE_STATES and name in self._clients:
+            asyncio.ensure_future(self._clients.pop(name).aclose())  # released elsewhere
         return record
+
+    def _prune_cache(self) -> None:
+        """With shared state, Redis is the truth: forget cached records that are not live
+        (they are read again if needed), so a long-lived server's cache does not grow."""
+        busy = self._unsaved.keys() | self._saving.keys()
+        for name, record in list(self.records.items()):
+            if record.state not in LIVE_STATES and name not in busy:
+                del self.records[name]
 
     async def create(
         self,
@@ -614,6 +624,7 @@ class SandboxManager:
                     await self._collect_garbage()
                 await self._retry_saves()
                 if self.state is not None:  # the pool leases move when a holder dies
+                    self._prune_cache()
                     for sandbox_type in self.pools:
                         await self._refill_shared(sandbox_type)
             except Exception as e:
