@@ -314,3 +314,35 @@ def test_published_ports_are_tracked_in_redis(
         stop_server(a)
         stop_server(b)
     assert redis_server.cli("smembers", "_runtime_sandbox_container_occupied_ports") == ""
+
+
+def test_redirect_chains_are_followed_and_loops_refused(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    server = serve(
+        tmp_path, "a", redis_server, "--SandboxApp.pool_size=1",
+        "--SandboxApp.heartbeat_timeout=1",
+    )  # fmt: skip
+    try:
+        first = server.data("create_from_pool", sandbox_type="base", meta={"session_ctx_id": "c"})
+        names = [first]
+        for _ in range(2):  # culled and restored twice: first → second → third
+            deadline = time.monotonic() + 15
+            while server.data("get_info", identity=names[-1])["state"] != "recycled":
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            assert shell(server, first, "echo again") == "again\n"  # always the oldest id
+            names.append(server.data("get_session_mapping", session_ctx_id="c")[0])
+        assert len(set(names)) == 3
+        assert server.data("get_info", identity=first)["container_name"] == names[-1]
+        # Two records that redirect to each other (written straight into Redis).
+        record = json.loads(redis_server.cli("get", first))
+        for this, other in (("loop-a", "loop-b"), ("loop-b", "loop-a")):
+            name = f"runtime-sandbox-container-{this}"
+            data = {**record, "container_name": name, "state": "replaced",
+                    "redirect_to": f"runtime-sandbox-container-{other}"}  # fmt: skip
+            redis_server.cli("set", name, json.dumps(data))
+        looped = server.rpc("get_info", identity="runtime-sandbox-container-loop-a")
+        assert looped.status_code == 400 and "Redirect loop detected" in looped.json()["detail"]
+    finally:
+        stop_server(server)
