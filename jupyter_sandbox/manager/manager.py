@@ -668,15 +668,7 @@ class SandboxManager:
         record.recycled_at = record.updated_at = time.time()
         record.recycle_reason = "heartbeat_timeout"
         await self._publish(record)
-        client = self._clients.pop(record.container_name, None)
-        if client is not None:
-            await client.aclose()
-        if record.container_id:
-            try:
-                await self.backend.destroy(record.container_id)
-            except Exception as e:
-                self.log.error("destroying culled %s failed: %s", record.container_name, e)
-        await self._save_workspace(record)
+        await self._dispose(record, self._clients.pop(record.container_name, None))
 
     async def _restore(self, record: SandboxRecord) -> SandboxRecord:
         """Bring a culled session back: one new sandbox per recycled one, workspaces moved
@@ -784,6 +776,10 @@ class SandboxManager:
                 await self._unbind_session(record)
             except Exception as e:  # the sandbox goes anyway; its record says so later
                 self.log.error("recording the release of %s failed: %s", record.container_name, e)
+        await self._dispose(record, client)
+
+    async def _dispose(self, record: SandboxRecord, client: BoxClient | None) -> None:
+        """Destroy a sandbox that is no longer served, then save (or drop) its workspace."""
         if client is not None:
             await client.aclose()
         if record.container_id:
