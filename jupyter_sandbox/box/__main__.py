@@ -166,6 +166,7 @@ async def serve(listen: Listen, config: Config, runtime_dir: str, on_ready: Any)
     from tornado.httpserver import HTTPServer
 
     from .app import Box, make_app
+    from .fstools import FsTools
     from .kernel import IPythonKernel
     from .shell import ShellRunner
     from .workspace import Workspace
@@ -183,6 +184,9 @@ async def serve(listen: Listen, config: Config, runtime_dir: str, on_ready: Any)
         workspace=Workspace(config.workspace),
         shell=ShellRunner(cwd=config.workspace),
         kernel=IPythonKernel(cwd=config.workspace, runtime_dir=runtime_dir),
+        fs_tools=FsTools(config.workspace)
+        if os.environ.get("SANDBOX_TYPE") == "filesystem"
+        else None,
     )
     server = HTTPServer(make_app(box))
     warmup: asyncio.Future | None = None

@@ -7,6 +7,7 @@ Every error body is ``{"detail": ...}``; no route ever answers with a traceback 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import json
 import logging
@@ -18,6 +19,8 @@ import tornado.httputil
 import tornado.web
 from tornado.iostream import StreamClosedError
 
+from .fstools import GROUP as FS_GROUP
+from .fstools import FsTools
 from .kernel import CellResult, IPythonKernel
 from .shell import ShellResult, ShellRunner
 from .workspace import CHUNK_SIZE, Workspace, WorkspaceError
@@ -38,6 +41,7 @@ class Box:
     workspace: Workspace
     shell: ShellRunner
     kernel: IPythonKernel
+    fs_tools: FsTools | None = None  # the `filesystem` type's tools
 
 
 class ApiError(tornado.web.HTTPError):
@@ -206,14 +210,26 @@ class IPythonHandler(BaseHandler):
 
 class McpListToolsHandler(BaseHandler):
     def get(self) -> None:
-        # No MCP servers yet (they arrive in a later issue); upstream answers {} then.
-        self.write_json({})
+        # Upstream answers {} when a box has no tool groups.
+        groups = {}
+        if self.box.fs_tools is not None:
+            groups[FS_GROUP] = self.box.fs_tools.list_group()
+        self.write_json(groups)
 
 
 class McpCallToolHandler(BaseHandler):
-    def post(self) -> None:
+    async def post(self) -> None:
         body = self.json_body()
         name = body.get("tool_name")
+        arguments = body.get("arguments") or {}
+        if not isinstance(arguments, dict):
+            raise ApiError(400, "arguments must be a JSON object")
+        if self.box.fs_tools is not None and isinstance(name, str):
+            loop = asyncio.get_running_loop()
+            result = await loop.run_in_executor(None, self.box.fs_tools.call, name, arguments)
+            if result is not None:
+                self.write_json(result)
+                return
         raise ApiError(404, f"Tool '{name}' not found.")
 
 
