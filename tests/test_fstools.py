@@ -115,12 +115,33 @@ def test_paths_are_confined(tools: FsTools, tmp_path: Path) -> None:
     assert tools.call("no_such_tool", {}) is None
 
 
+def test_read_only_mounts_can_be_read_not_written(tmp_path: Path) -> None:
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "x.csv").write_text("a,b\n")
+    tools = FsTools(str(tmp_path / "ws"), (str(tmp_path / "data"),))
+    assert text(tools.call("read_file", {"path": f"{tmp_path}/data/x.csv"})) == "a,b\n"
+    assert text(tools.call("list_directory", {"path": f"{tmp_path}/data"})) == "[FILE] x.csv"
+    for call in (
+        ("write_file", {"path": f"{tmp_path}/data/y.csv", "content": "x"}),
+        ("create_directory", {"path": f"{tmp_path}/data/sub"}),
+        ("edit_file", {"path": f"{tmp_path}/data/x.csv", "edits": []}),
+    ):
+        result = tools.call(*call)
+        assert result["isError"] and "Access denied" in text(result), call
+    assert text(tools.call("list_allowed_directories", {})).endswith(f"\n{tmp_path}/data")
+
+
 @pytest.fixture(scope="module")
 def fs_server(tmp_path_factory: pytest.TempPathFactory) -> Server:
+    tmp = tmp_path_factory.mktemp("fs")
+    (tmp / "shared").mkdir()
+    (tmp / "shared" / "ref.txt").write_text("reference data")
     srv = start_server(
-        tmp_path_factory.mktemp("fs"),
+        tmp,
         "--SandboxApp.sandbox_types=filesystem",
         "--SandboxApp.pool_size=1",
+        f"--SandboxApp.readonly_mounts={{'{tmp / 'shared'}': '/data'}}",
     )
     yield srv
     stop_server(srv)
@@ -142,6 +163,8 @@ def test_official_sdk_filesystem_sandbox(fs_server: Server, agentscope_python: s
                 "shell": sb.run_shell_command("cat notes/a.md"),
                 "allowed": sb.list_allowed_directories(),
                 "missing": sb.read_file("nope.txt"),
+                "mounted": sb.read_file("/data/ref.txt"),
+                "mounted_write": sb.write_file("/data/new.txt", "x"),
             }}
         print("RESULT=" + json.dumps(out))
     """)
@@ -160,8 +183,10 @@ def test_official_sdk_filesystem_sandbox(fs_server: Server, agentscope_python: s
     assert text(out["read"]) == "hello"
     assert "-hello" in text(out["edit"]) and "+bye" in text(out["edit"])
     assert out["shell"]["content"][0]["text"] == "bye"  # the shell sees the tools' files
-    assert text(out["allowed"]) == "Allowed directories:\n/workspace"
+    assert text(out["allowed"]) == "Allowed directories:\n/workspace\n/data"
     assert out["missing"]["isError"] is True
+    assert text(out["mounted"]) == "reference data"  # read-only mounts can be read
+    assert out["mounted_write"]["isError"] and "Access denied" in text(out["mounted_write"])
 
 
 def test_our_sdk_filesystem_sandbox(fs_server: Server) -> None:

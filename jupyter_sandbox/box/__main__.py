@@ -184,7 +184,10 @@ async def serve(listen: Listen, config: Config, runtime_dir: str, on_ready: Any)
         workspace=Workspace(config.workspace),
         shell=ShellRunner(cwd=config.workspace),
         kernel=IPythonKernel(cwd=config.workspace, runtime_dir=runtime_dir),
-        fs_tools=FsTools(config.workspace)
+        fs_tools=FsTools(
+            config.workspace,
+            tuple(filter(None, os.environ.get("SANDBOX_READONLY_MOUNTS", "").split(":"))),
+        )
         if os.environ.get("SANDBOX_TYPE") == "filesystem"
         else None,
     )

@@ -4,7 +4,8 @@ Names, arguments and result texts follow the MCP server the seed runs for this t
 (`@modelcontextprotocol/server-filesystem` 2025.3.28, wire §2.2), without its Node runtime or
 download at boot, and with full JSON schemas (upstream's unpinned server reports empty ones).
 Every path is resolved against the workspace (relative paths too) and must stay inside it
-after symlinks are resolved; results are MCP `CallToolResult` dicts, failures `isError`.
+after symlinks are resolved; the sandbox's read-only mounts may be read too. Results are MCP
+`CallToolResult` dicts, failures `isError`.
 """
 
 from __future__ import annotations
@@ -63,29 +64,29 @@ def _js_date(timestamp: float) -> str:
 
 
 class FsTools:
-    """The tools, confined to one workspace root."""
+    """The tools, confined to one workspace root (plus read-only directories for reads)."""
 
-    def __init__(self, root: str):
+    def __init__(self, root: str, read_only: tuple[str, ...] = ()):
         self.root = os.path.realpath(root)
+        self.read_only = tuple(os.path.realpath(p) for p in read_only if os.path.isdir(p))
 
     # -- paths -------------------------------------------------------------------------------
 
-    def resolve(self, path: Any, must_exist: bool = False) -> str:
+    def resolve(self, path: Any, must_exist: bool = False, write: bool = False) -> str:
         if not isinstance(path, str) or not path:
             raise ToolError("path must be a non-empty string")
         absolute = os.path.normpath(os.path.join(self.root, os.path.expanduser(path)))
         # Resolve symlinks of what exists; a new file's parent must resolve inside too.
         real = os.path.realpath(absolute)
-        if not self._inside(real):
+        roots = (self.root,) if write else (self.root, *self.read_only)
+        if not any(real == r or real.startswith(r + os.sep) for r in roots):
             raise ToolError(
-                f"Access denied - path outside allowed directories: {absolute} not in {self.root}"
+                f"Access denied - path outside allowed directories: {absolute} not in "
+                + ", ".join(roots)
             )
         if must_exist and not os.path.lexists(real):
             raise ToolError(f"ENOENT: no such file or directory, stat '{absolute}'")
         return real
-
-    def _inside(self, path: str) -> bool:
-        return path == self.root or path.startswith(self.root + os.sep)
 
     # -- tools -------------------------------------------------------------------------------
 
@@ -112,7 +113,7 @@ class FsTools:
         return "\n---\n".join(parts)
 
     def write_file(self, args: dict[str, Any]) -> str:
-        path = self.resolve(args.get("path"))
+        path = self.resolve(args.get("path"), write=True)
         content = args.get("content")
         if not isinstance(content, str):
             raise ToolError("content must be a string")
@@ -124,7 +125,7 @@ class FsTools:
         return f"Successfully wrote to {args['path']}"
 
     def edit_file(self, args: dict[str, Any]) -> str:
-        path = self.resolve(args.get("path"), must_exist=True)
+        path = self.resolve(args.get("path"), must_exist=True, write=True)
         edits = args.get("edits")
         if not isinstance(edits, list):
             raise ToolError("edits must be an array of {oldText, newText}")
@@ -147,7 +148,7 @@ class FsTools:
         return f"{fence}diff\n{diff}{fence}\n\n"
 
     def create_directory(self, args: dict[str, Any]) -> str:
-        path = self.resolve(args.get("path"))
+        path = self.resolve(args.get("path"), write=True)
         try:
             os.makedirs(path, exist_ok=True)
         except FileExistsError:
@@ -180,8 +181,8 @@ class FsTools:
         return json.dumps(build(path), indent=2)
 
     def move_file(self, args: dict[str, Any]) -> str:
-        source = self.resolve(args.get("source"), must_exist=True)
-        destination = self.resolve(args.get("destination"))
+        source = self.resolve(args.get("source"), must_exist=True, write=True)
+        destination = self.resolve(args.get("destination"), write=True)
         if os.path.lexists(destination):
             raise ToolError(f"EEXIST: destination already exists, rename '{destination}'")
         os.makedirs(os.path.dirname(destination), exist_ok=True)
@@ -224,7 +225,7 @@ class FsTools:
         return "\n".join(f"{k}: {v}" for k, v in info.items())
 
     def list_allowed_directories(self, args: dict[str, Any]) -> str:
-        return f"Allowed directories:\n{self.root}"
+        return "Allowed directories:\n" + "\n".join((self.root, *self.read_only))
 
     # -- dispatch ----------------------------------------------------------------------------
 

@@ -397,7 +397,11 @@ class SandboxManager:
             limits=limits,
             network=self.settings.network,
             readonly_mounts=self.settings.readonly_mounts,
-            environment=environment,
+            # The box tells tools where the read-only mounts are (the filesystem tools read them).
+            environment={
+                "SANDBOX_READONLY_MOUNTS": ":".join(self.settings.readonly_mounts.values()),
+                **environment,
+            },
             runtime_config=spec_type.runtime_config,
             labels={
                 "server-id": self.settings.server_id,
