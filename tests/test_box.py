@@ -261,8 +261,8 @@ async def test_mcp_routes(client: httpx.AsyncClient):
     r = await client.post("/mcp/call_tool", json={"tool_name": "zz", "arguments": {}})
     assert (r.status_code, r.json()) == (404, {"detail": "Tool 'zz' not found."})
     r = await client.post("/mcp/add_servers", json={"server_configs": {"mcpServers": {}}})
-    assert r.status_code == 501
-    assert r.json() == {"detail": "add_mcp_servers is not supported by this box yet"}
+    assert r.status_code == 500  # as upstream: an empty config is refused with 500
+    assert "server_configs is required" in r.json()["detail"]
 
 
 # -- shell -----------------------------------------------------------------------------------

@@ -210,6 +210,7 @@ async def serve(listen: Listen, config: Config, runtime_dir: str, on_ready: Any)
         for sock in sockets:
             sock.close()
         box.shell.kill_all()
+        await box.mcp.close()
         await box.kernel.shutdown()
         if listen.kind == "unix":
             with contextlib.suppress(OSError):

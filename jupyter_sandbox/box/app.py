@@ -12,7 +12,7 @@ import hmac
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import tornado.httputil
@@ -22,6 +22,7 @@ from tornado.iostream import StreamClosedError
 from .fstools import GROUP as FS_GROUP
 from .fstools import FsTools
 from .kernel import CellResult, IPythonKernel
+from .mcp_servers import McpError, McpServers
 from .shell import ShellResult, ShellRunner
 from .workspace import CHUNK_SIZE, Workspace, WorkspaceError
 
@@ -42,6 +43,7 @@ class Box:
     shell: ShellRunner
     kernel: IPythonKernel
     fs_tools: FsTools | None = None  # the `filesystem` type's tools
+    mcp: McpServers = field(default_factory=McpServers)  # servers added at run time
 
 
 class ApiError(tornado.web.HTTPError):
@@ -209,11 +211,12 @@ class IPythonHandler(BaseHandler):
 
 
 class McpListToolsHandler(BaseHandler):
-    def get(self) -> None:
+    async def get(self) -> None:
         # Upstream answers {} when a box has no tool groups.
         groups = {}
         if self.box.fs_tools is not None:
             groups[FS_GROUP] = self.box.fs_tools.list_group()
+        groups.update(await self.box.mcp.list_tools())
         self.write_json(groups)
 
 
@@ -230,12 +233,29 @@ class McpCallToolHandler(BaseHandler):
             if result is not None:
                 self.write_json(result)
                 return
+        if isinstance(name, str) and name:
+            timeout = self.call_timeout(body)
+            try:
+                result = await asyncio.wait_for(self.box.mcp.call(name, arguments), timeout)
+            except asyncio.TimeoutError:
+                raise ApiError(500, f"Tool '{name}' timed out after {timeout:g} s") from None
+            except Exception as e:  # the server failed mid-call: a tool error, not a crash
+                raise ApiError(500, f"Tool '{name}' failed: {e}") from None
+            if result is not None:
+                self.write_json(result)
+                return
         raise ApiError(404, f"Tool '{name}' not found.")
 
 
 class McpAddServersHandler(BaseHandler):
-    def post(self) -> None:
-        raise ApiError(501, "add_mcp_servers is not supported by this box yet")
+    async def post(self) -> None:
+        body = self.json_body()
+        try:
+            await self.box.mcp.add(body.get("server_configs"), bool(body.get("overwrite")))
+        except McpError as e:
+            raise ApiError(500, str(e)) from None
+        self.set_header("Content-Type", "text/plain")
+        self.finish("OK")
 
 
 @tornado.web.stream_request_body

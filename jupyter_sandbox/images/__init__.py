@@ -35,6 +35,7 @@ DEFAULT_BASE_IMAGE = "debian:bookworm-slim"
 # like a local one.
 BOX_REQUIREMENTS = (
     "tornado", "ipykernel", "ipython", "jupyter_client", "jupyter_core", "pyzmq", "traitlets",
+    "mcp",
 )  # fmt: skip
 
 
