@@ -693,20 +693,28 @@ class SandboxManager:
 
     async def _revive(self, old: SandboxRecord) -> None:
         spec_type = registry.resolve(old.sandbox_type, old.sandbox_type)
-        name = await self.create_from_pool(spec_type.name, old.meta)
+        if old.mount_dir in self._client_dirs:  # a client's own directory stays its workspace
+            name = await self._create(spec_type, old.meta, {}, workspace=old.mount_dir)
+        else:
+            name = await self.create_from_pool(spec_type.name, old.meta)
         if name is None:
             raise BackendError(
-                f"cannot restore {old.container_name}: no sandbox available (max_sandboxes)"
+                f"cannot restore {old.container_name}: no sandbox could be made (see the log)"
             )
         new = self.records[name]
         saving = self._saving.get(old.container_name)
         if saving is not None:  # never move files out from under a save
             await asyncio.wait([saving])
+        try:
+            if os.path.isdir(old.mount_dir):  # no storage, or its save has not succeeded yet
+                _move_workspace(old.mount_dir, new.mount_dir)
+            elif self.settings.storage is not None and old.storage_path:
+                await _in_thread(self.settings.storage.load, old.storage_path, new.mount_dir)
+        except (OSError, StorageError) as e:
+            self._retire(new)  # the culled record stays, and a later call tries again
+            await self._unbind_session(new)
+            raise BackendError(f"cannot restore {old.container_name}: {e}") from None
         self._unsaved.pop(old.container_name, None)
-        if os.path.isdir(old.mount_dir):  # no storage, or its save has not succeeded yet
-            _move_workspace(old.mount_dir, new.mount_dir)
-        elif self.settings.storage is not None and old.storage_path:
-            await _in_thread(self.settings.storage.load, old.storage_path, new.mount_dir)
         new.storage_path = old.storage_path
         await self._publish(new)
         old.state = State.REPLACED
@@ -804,6 +812,7 @@ class SandboxManager:
         path = record.mount_dir
         storage = self.settings.storage
         if storage is None or not record.storage_path or not os.path.isdir(path):
+            self._unsaved.pop(record.container_name, None)  # nothing (left) to save
             self._remove_workspace(path)
             return
         if record.session_ctx_id is None and not os.listdir(path):
