@@ -346,3 +346,27 @@ def test_redirect_chains_are_followed_and_loops_refused(
         assert looped.status_code == 400 and "Redirect loop detected" in looped.json()["detail"]
     finally:
         stop_server(server)
+
+
+def test_server_started_before_redis_waits_for_it(tmp_path: Path) -> None:
+    redis = RedisServer(tmp_path)  # not started yet
+    server = serve(tmp_path, "a", redis, "--SandboxApp.pool_size=1", wait=False)
+    try:
+        deadline = time.monotonic() + 30
+        while True:  # the server is up, answering 503 while Redis is away
+            try:
+                response = requests.get(f"{server.url}/health", timeout=2)
+                break
+            except requests.ConnectionError:
+                assert time.monotonic() < deadline, server.log_text()
+                time.sleep(0.1)
+        assert response.status_code == 503
+        assert server.rpc("create_from_pool", sandbox_type="base").status_code == 503
+        redis.start()
+        wait_healthy(server)  # pools warm once Redis answers
+        sid = server.data("create_from_pool", sandbox_type="base")
+        assert shell(server, sid, "echo ok") == "ok\n"
+    finally:
+        stop_server(server)
+        redis.stop()
+    assert server.proc.returncode == 0

@@ -154,7 +154,25 @@ class SandboxManager:
     # -- lifecycle ---------------------------------------------------------------------------
 
     async def startup(self) -> None:
-        """Reap what a dead predecessor left behind, then start warming the pools."""
+        """Reap what a dead predecessor left behind, then start warming the pools. With shared
+        state that is not reachable yet, keep trying in the background (requests answer 503)."""
+        try:
+            await self._start()
+        except StateUnavailable as e:
+            self.log.error("%s; retrying every 2 s (requests answer 503 meanwhile)", e)
+            self._spawn(self._start_when_state_returns())
+
+    async def _start_when_state_returns(self) -> None:
+        while not self._closing:
+            await asyncio.sleep(2)
+            try:
+                await self._start()
+            except StateUnavailable:
+                continue
+            self.log.info("shared state is reachable: pools and the watcher started")
+            return
+
+    async def _start(self) -> None:
         live: list[dict[str, Any]] = []
         if self.state is not None:
             await self.state.ping()  # fail fast, with the reason, when Redis is not there
@@ -980,15 +998,18 @@ class SandboxManager:
     async def cleanup(self) -> None:
         """Destroy every sandbox this server made, pooled ones included; with shared state,
         never another server's."""
+        try:
+            records = await self._all_records()
+            for sandbox_type, pool in self.pools.items():
+                pool.clear()
+                if self.state is not None:
+                    await self.state.pool_take_owned(sandbox_type, self.server_id)
+        except StateUnavailable as e:  # still destroy what this process knows it made
+            self.log.error("%s; cleaning up the sandboxes this process knows of", e)
+            records = list(self.records.values())
         doomed = [
-            r
-            for r in await self._all_records()
-            if r.state in LIVE_STATES and r.server_id in (None, self.server_id)
+            r for r in records if r.state in LIVE_STATES and r.server_id in (None, self.server_id)
         ]
-        for sandbox_type, pool in self.pools.items():
-            pool.clear()
-            if self.state is not None:
-                await self.state.pool_take_owned(sandbox_type, self.server_id)
         for record in doomed:
             self._retire(record)
         await self._drain_teardowns()
