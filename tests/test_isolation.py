@@ -7,13 +7,15 @@ reach; fork bombs, memory bombs and endless loops must stay inside their own san
 from __future__ import annotations
 
 import socket
+import subprocess
 import threading
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from .conftest import Server
+from .conftest import Server, start_server, stop_server
 
 
 def shell(server: Server, sid: str, command: str) -> dict:
@@ -159,3 +161,35 @@ def test_memory_bomb_is_contained(server: Server, two_sandboxes: tuple[str, str]
     assert "rc=0" not in stdout(result)
     assert stdout(shell(server, bystander, "echo fine")) == "fine\n"
     assert stdout(shell(server, bomb, "echo survived")) == "survived\n"
+
+
+def test_startup_reaps_jails_whose_state_dir_is_gone(tmp_path: Path) -> None:
+    """A jail lost by a server stopped mid-start keeps its cgroup but loses its state dir; the
+    next server kills it. A jail whose state dir exists (another live server's) stays."""
+    from jupyter_sandbox.backends.cgroups import Cgroups
+
+    cgroups = Cgroups()
+    alive_dir = tmp_path / "other-server-state" / "jail"
+    alive_dir.mkdir(parents=True)
+    procs = {}
+    for label, state in (("lost", tmp_path / "gone" / "jail"), ("alive", alive_dir)):
+        name = f"test-{label}-{uuid.uuid4().hex[:8]}"
+        for base in cgroups.bases:
+            (base / name).mkdir(parents=True, exist_ok=True)
+        # Its command line names its state dir the way a jail's does (the sock/ bind).
+        proc = subprocess.Popen(
+            ["sh", "-c", "sleep 300", "sh", "--bind", f"{state}/sock", "/run/sandbox"]
+        )
+        for base in cgroups.bases:
+            (base / name / "cgroup.procs").write_text(str(proc.pid))
+        procs[label] = (name, proc)
+    try:
+        server = start_server(tmp_path / "srv", "--SandboxApp.pool_size=0")
+        stop_server(server)
+        assert procs["lost"][1].wait(10) == -9  # killed by the startup reaper
+        assert procs["alive"][1].poll() is None  # left alone
+    finally:
+        for name, proc in procs.values():
+            proc.kill()
+            proc.wait()
+            cgroups.existing(name).kill_all()

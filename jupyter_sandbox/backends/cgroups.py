@@ -153,6 +153,11 @@ class Cgroups:
     def existing(self, name: str) -> CgroupSet:
         return CgroupSet([b / name for b in self.bases if (b / name).is_dir()])
 
+    def names(self) -> list[str]:
+        """The sandbox cgroups that exist now (of every server on this host)."""
+        base = self.bases[0]
+        return [d.name for d in base.iterdir() if d.is_dir()] if base.is_dir() else []
+
 
 def rlimit_shell(limits: Limits) -> str:
     """The `ulimit` commands that approximate the limits where cgroups cannot be written."""

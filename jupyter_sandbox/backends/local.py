@@ -93,6 +93,20 @@ async def _readable(fd: int) -> None:
         loop.remove_reader(fd)
 
 
+def _state_dirs_of(pids: set[int]) -> set[str]:
+    """The state directories the jail processes were started with (their `sock/` binds)."""
+    found = set()
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+            for i, arg in enumerate(args[:-1]):
+                if arg == b"--bind" and args[i + 2 : i + 3] == [SANDBOX_SOCKET_DIR.encode()]:
+                    found.add(os.path.dirname(args[i + 1].decode(errors="replace")))
+    if not found:
+        found.add("/")  # cannot tell whose it is: treat as alive
+    return found
+
+
 def _start_time(pid: int) -> str | None:
     with contextlib.suppress(OSError):
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
@@ -553,7 +567,7 @@ class LocalBackend(Backend):
         """
         root = Path(self.state_dir)
         if not root.is_dir():
-            return 0
+            return self._reap_lost_cgroups()
         reaped = 0
         for state in root.iterdir():
             try:
@@ -567,6 +581,31 @@ class LocalBackend(Backend):
             if server_pid > 0 and _alive(server_pid, server_start):
                 continue
             self._kill_state_dir(state, pids)
+            reaped += 1
+        return reaped + self._reap_lost_cgroups()
+
+    def _reap_lost_cgroups(self) -> int:
+        """Kill jails whose state directory is gone but whose cgroup still holds processes.
+
+        A server stopped while a jail was starting can lose it that way. Such a jail names its
+        own state directory on its command line (the `sock/` bind), which is how a jail of
+        another, live server (whose state directory exists) is told apart and left alone.
+        """
+        if not self._cgroups.available:
+            return 0
+        reaped = 0
+        for name in self._cgroups.names():
+            if name in self._jails:
+                continue
+            group = self._cgroups.existing(name)
+            pids = group.pids()
+            if not pids:
+                if time.time() - group.dirs[0].stat().st_mtime > 60:
+                    group.kill_all()  # an empty leftover: removes its directories
+                continue
+            if any(os.path.isdir(d) for d in _state_dirs_of(pids)):
+                continue
+            group.kill_all()
             reaped += 1
         return reaped
 
