@@ -43,7 +43,7 @@ ETC_SECRETS = (
 SANDBOX_SOCKET_DIR = "/run/sandbox"
 SANDBOX_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SLIRP_DNS = "10.0.2.3"
-STARTUP_ATTEMPTS = 3
+STARTUP_ATTEMPTS = 6
 # bubblewrap occasionally fails to configure a new network namespace's loopback when many
 # namespaces come and go at once ("loopback: Failed RTM_NEWADDR"); a retry succeeds.
 TRANSIENT_BWRAP_ERRORS = ("bwrap: loopback:",)
@@ -213,7 +213,7 @@ class LocalBackend(Backend):
                 if attempt == STARTUP_ATTEMPTS:
                     raise BackendError(str(e)) from None
                 self.log.info("retrying sandbox %s: %s", spec.name, e)
-                await asyncio.sleep(0.05 * attempt)
+                await asyncio.sleep(0.1 * attempt)  # 1.5 s in all, at most
         raise AssertionError("unreachable")
 
     async def _create_once(self, spec: SandboxSpec) -> Started:
