@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -24,16 +23,8 @@ import requests
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
+from benchmarks.bench_core import summary  # noqa: E402
 from tests.conftest import free_port, start_server, stop_server, wait_healthy  # noqa: E402
-
-
-def summary(samples: list[float]) -> dict[str, float]:
-    ordered = sorted(samples)
-    return {
-        "p50_ms": round(statistics.median(ordered), 2),
-        "p95_ms": round(ordered[int(0.95 * (len(ordered) - 1))], 2),
-        "n": len(ordered),
-    }
 
 
 def claims(url: str, token: str, clients: int, per_client: int) -> tuple[list[float], list[str]]:

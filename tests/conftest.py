@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -159,6 +160,17 @@ def docker_server(tmp_path_factory: pytest.TempPathFactory, docker_client) -> It
     )
     yield srv
     stop_server(srv)
+
+
+def run_official(python: str, script: str, env: dict[str, str] | None = None) -> dict:
+    """Run a script with the official SDK's interpreter; it prints `RESULT=<json>` last."""
+    proc = subprocess.run(
+        [python, "-c", script], capture_output=True, text=True, timeout=300,
+        env={"PATH": "/usr/bin:/bin", **(env or {})},
+    )  # fmt: skip
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT=")]
+    assert proc.returncode == 0 and lines, f"SDK script failed:\n{proc.stdout}\n{proc.stderr}"
+    return json.loads(lines[-1][len("RESULT=") :])
 
 
 @pytest.fixture(scope="session")

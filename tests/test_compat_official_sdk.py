@@ -8,14 +8,12 @@ it observed, and the assertions live here.
 
 from __future__ import annotations
 
-import json
-import subprocess
 import textwrap
 
 import pytest
 import requests
 
-from .conftest import Server, start_server, stop_server
+from .conftest import Server, run_official, start_server, stop_server
 
 PRELUDE = """
 import asyncio, json, os, sys
@@ -27,17 +25,8 @@ out = {}
 
 def run_sdk(python: str, server: Server, body: str, token: str | None = None) -> dict:
     script = PRELUDE + textwrap.dedent(body) + "\nprint('RESULT=' + json.dumps(out, default=str))\n"
-    env = {
-        "SANDBOX_URL": server.url,
-        "SANDBOX_TOKEN": token or server.token,
-        "PATH": "/usr/bin:/bin",
-    }
-    proc = subprocess.run(
-        [python, "-c", script], capture_output=True, text=True, env=env, timeout=300
-    )
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT=")]
-    assert proc.returncode == 0 and lines, f"SDK script failed:\n{proc.stdout}\n{proc.stderr}"
-    return json.loads(lines[-1][len("RESULT=") :])
+    env = {"SANDBOX_URL": server.url, "SANDBOX_TOKEN": token or server.token}
+    return run_official(python, script, env)
 
 
 BACKENDS = ["local", "docker"]

@@ -4,7 +4,6 @@ backends, from both SDKs; and `jupyter sandbox-builder` building a custom image.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import subprocess
 import sys
@@ -14,7 +13,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from .conftest import DOCKER_IMAGE, ROOT, TOKEN, start_server, stop_server
+from .conftest import DOCKER_IMAGE, ROOT, TOKEN, run_official, start_server, stop_server
 
 # Written as the seed's documentation shows, with our package's name in the imports.
 EXTENSION = '''
@@ -123,14 +122,9 @@ def test_extension_type_on_local_backend_from_both_sdks(
         )
         assert out.splitlines() == ["my_box 20.0", "hello from my_box", "unset"]
         # The official SDK, unchanged, with the seed's own example module.
-        proc = subprocess.run(
-            [agentscope_python, "-c", OFFICIAL_CLIENT],
-            capture_output=True, text=True, timeout=120,
-            env={"URL": server.url, "TOKEN": TOKEN, "PATH": "/usr/bin:/bin"},
-        )  # fmt: skip
-        lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT=")]
-        assert lines, proc.stdout + proc.stderr
-        result = json.loads(lines[-1][len("RESULT=") :])
+        result = run_official(
+            agentscope_python, OFFICIAL_CLIENT, {"URL": server.url, "TOKEN": TOKEN}
+        )
         assert result["type"] == "custom_sandbox"
         assert result["out"]["content"][0]["text"] == "tavily-key custom_sandbox\n"
     finally:

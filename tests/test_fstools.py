@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import textwrap
 from pathlib import Path
 
@@ -13,7 +12,7 @@ import pytest
 
 from jupyter_sandbox.box.fstools import TOOLS, FsTools
 
-from .conftest import TOKEN, Server, start_server, stop_server
+from .conftest import TOKEN, Server, run_official, start_server, stop_server
 
 UPSTREAM_NAMES = {
     "read_file", "read_multiple_files", "write_file", "edit_file", "create_directory",
@@ -168,13 +167,7 @@ def test_official_sdk_filesystem_sandbox(fs_server: Server, agentscope_python: s
             }}
         print("RESULT=" + json.dumps(out))
     """)
-    proc = subprocess.run(
-        [agentscope_python, "-c", script], capture_output=True, text=True, timeout=120,
-        env={"PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT=")]
-    assert lines, proc.stdout + proc.stderr
-    out = json.loads(lines[-1][len("RESULT=") :])
+    out = run_official(agentscope_python, script)
     assert out["tools"] == sorted(UPSTREAM_NAMES)
     assert out["orphan"]["isError"] and "ENOENT" in text(out["orphan"])
     assert text(out["mkdir"]) == "Successfully created directory notes"

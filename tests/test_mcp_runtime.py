@@ -4,14 +4,12 @@ as their own groups, called by name, replaced with `overwrite`, and failures nam
 
 from __future__ import annotations
 
-import json
-import subprocess
 import textwrap
 import time
 
 import pytest
 
-from .conftest import TOKEN, Server, start_server, stop_server
+from .conftest import TOKEN, Server, run_official, start_server, stop_server
 
 SERVER_SCRIPT = textwrap.dedent('''
     import sys
@@ -138,13 +136,7 @@ def test_official_sdk_add_mcp_servers(mcp_server: Server, agentscope_python: str
             out = {{"added": added, "tools": sb.list_tools(), "sum": sb.call_tool("add", {{"a": 1, "b": 2}})}}
         print("RESULT=" + json.dumps(out))
     """)
-    proc = subprocess.run(
-        [agentscope_python, "-c", script], capture_output=True, text=True, timeout=120,
-        env={"PATH": "/usr/bin:/bin"},
-    )  # fmt: skip
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT=")]
-    assert lines, proc.stdout + proc.stderr
-    out = json.loads(lines[-1][len("RESULT=") :])
+    out = run_official(agentscope_python, script)
     assert out["added"] == "OK"
     assert "calc" in out["tools"] and "add" in out["tools"]["calc"]
     assert out["sum"]["content"][0]["text"] == "3"
