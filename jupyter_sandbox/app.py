@@ -24,6 +24,7 @@ from typing import Any
 
 from jupyter_server.extension.application import ExtensionApp
 from jupyter_server.serverapp import ServerApp
+from jupyter_server.utils import url_path_join
 from traitlets import (
     Bool,
     CaselessStrEnum,
@@ -610,8 +611,17 @@ class SandboxApp(ExtensionApp):
         provider.token = self.bearer_token or secrets.token_hex(24)
         provider.token_generated = False
 
+    @property
+    def route_prefix(self) -> str:
+        return "" if self.standalone else "sandbox"
+
+    @property
+    def desktop_base(self) -> str:
+        """The URL path under which `/desktop/<id>` routes live (for the desktop's cookie)."""
+        return url_path_join(self.serverapp.base_url, self.route_prefix, "desktop")
+
     def initialize_handlers(self) -> None:
-        self.handlers.extend(route_table("" if self.standalone else "sandbox"))
+        self.handlers.extend(route_table(self.route_prefix))
 
     async def _start_jupyter_server_extension(self, serverapp: Any) -> None:
         if self.workers > 1 and WORKER_ENV not in os.environ:

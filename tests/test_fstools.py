@@ -48,48 +48,48 @@ def test_catalogue_and_schemas(tools: FsTools) -> None:
 
 def test_result_texts(tools: FsTools) -> None:
     root = tools.root
-    assert text(tools.call("write_file", {"path": "a.txt", "content": "one\ntwo\n"})) == (
+    assert text(tools.call_sync("write_file", {"path": "a.txt", "content": "one\ntwo\n"})) == (
         "Successfully wrote to a.txt"
     )
-    assert text(tools.call("create_directory", {"path": "d/e"})) == (
+    assert text(tools.call_sync("create_directory", {"path": "d/e"})) == (
         "Successfully created directory d/e"
     )
-    assert text(tools.call("read_file", {"path": "a.txt"})) == "one\ntwo\n"
-    assert text(tools.call("read_file", {"path": f"{root}/a.txt"})) == "one\ntwo\n"
-    assert text(tools.call("list_directory", {"path": "."})) == "[FILE] a.txt\n[DIR] d"
-    assert json.loads(text(tools.call("directory_tree", {"path": "."}))) == [
+    assert text(tools.call_sync("read_file", {"path": "a.txt"})) == "one\ntwo\n"
+    assert text(tools.call_sync("read_file", {"path": f"{root}/a.txt"})) == "one\ntwo\n"
+    assert text(tools.call_sync("list_directory", {"path": "."})) == "[FILE] a.txt\n[DIR] d"
+    assert json.loads(text(tools.call_sync("directory_tree", {"path": "."}))) == [
         {"name": "a.txt", "type": "file"},
         {"name": "d", "type": "directory", "children": [
             {"name": "e", "type": "directory", "children": []}]},
     ]  # fmt: skip
-    multiple = text(tools.call("read_multiple_files", {"paths": ["a.txt", "nope.txt"]}))
+    multiple = text(tools.call_sync("read_multiple_files", {"paths": ["a.txt", "nope.txt"]}))
     assert multiple.startswith("a.txt:\none\ntwo\n\n\n---\nnope.txt: Error - ENOENT")
-    assert text(tools.call("move_file", {"source": "a.txt", "destination": "d/b.txt"})) == (
+    assert text(tools.call_sync("move_file", {"source": "a.txt", "destination": "d/b.txt"})) == (
         "Successfully moved a.txt to d/b.txt"
     )
-    assert text(tools.call("search_files", {"path": ".", "pattern": "B.T"})) == f"{root}/d/b.txt"
-    assert text(tools.call("search_files", {"path": ".", "pattern": "zzz"})) == "No matches found"
+    assert text(tools.call_sync("search_files", {"path": ".", "pattern": "B.T"})) == f"{root}/d/b.txt"
+    assert text(tools.call_sync("search_files", {"path": ".", "pattern": "zzz"})) == "No matches found"
     info = dict(
-        line.split(": ", 1) for line in text(tools.call("get_file_info", {"path": "d/b.txt"})).split("\n")
+        line.split(": ", 1) for line in text(tools.call_sync("get_file_info", {"path": "d/b.txt"})).split("\n")
     )
     assert info["size"] == "8" and info["isFile"] == "true" and info["isDirectory"] == "false"
     assert info["modified"].count(" GMT") == 1 and len(info["permissions"]) == 3
-    assert text(tools.call("list_allowed_directories", {})) == f"Allowed directories:\n{root}"
+    assert text(tools.call_sync("list_allowed_directories", {})) == f"Allowed directories:\n{root}"
 
 
 def test_edit_file_diff_and_dry_run(tools: FsTools) -> None:
-    tools.call("write_file", {"path": "f.py", "content": "def f():\n    return 1\n"})
+    tools.call_sync("write_file", {"path": "f.py", "content": "def f():\n    return 1\n"})
     edits = [{"oldText": "return 1", "newText": "return 2"}]
-    preview = text(tools.call("edit_file", {"path": "f.py", "edits": edits, "dryRun": True}))
+    preview = text(tools.call_sync("edit_file", {"path": "f.py", "edits": edits, "dryRun": True}))
     assert preview.startswith("```diff\nIndex: ")
     assert "-    return 1\n+    return 2\n" in preview and preview.endswith("```\n\n")
-    assert text(tools.call("read_file", {"path": "f.py"})) == "def f():\n    return 1\n"
-    tools.call("edit_file", {"path": "f.py", "edits": edits})
-    assert text(tools.call("read_file", {"path": "f.py"})) == "def f():\n    return 2\n"
+    assert text(tools.call_sync("read_file", {"path": "f.py"})) == "def f():\n    return 1\n"
+    tools.call_sync("edit_file", {"path": "f.py", "edits": edits})
+    assert text(tools.call_sync("read_file", {"path": "f.py"})) == "def f():\n    return 2\n"
     # Whitespace-insensitive line match keeps the file's indentation.
-    tools.call("edit_file", {"path": "f.py", "edits": [
+    tools.call_sync("edit_file", {"path": "f.py", "edits": [
         {"oldText": "return 2", "newText": "return 3"}]})  # fmt: skip
-    missing = tools.call("edit_file", {"path": "f.py", "edits": [
+    missing = tools.call_sync("edit_file", {"path": "f.py", "edits": [
         {"oldText": "nothing like this", "newText": "x"}]})  # fmt: skip
     assert missing["isError"] and "Could not find exact match" in text(missing)
 
@@ -106,12 +106,12 @@ def test_paths_are_confined(tools: FsTools, tmp_path: Path) -> None:
         ("list_directory", {"path": "/"}),
         ("search_files", {"path": "..", "pattern": "secret"}),
     ):
-        result = tools.call(*call)
+        result = tools.call_sync(*call)
         assert result["isError"] and "Access denied" in text(result), call
     assert not (tmp_path / "evil.txt").exists()
-    missing = tools.call("read_file", {"path": "nope.txt"})
+    missing = tools.call_sync("read_file", {"path": "nope.txt"})
     assert missing["isError"] and text(missing).startswith("Error: ENOENT")
-    assert tools.call("no_such_tool", {}) is None
+    assert tools.call_sync("no_such_tool", {}) is None
 
 
 def test_read_only_mounts_can_be_read_not_written(tmp_path: Path) -> None:
@@ -119,16 +119,16 @@ def test_read_only_mounts_can_be_read_not_written(tmp_path: Path) -> None:
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "x.csv").write_text("a,b\n")
     tools = FsTools(str(tmp_path / "ws"), (str(tmp_path / "data"),))
-    assert text(tools.call("read_file", {"path": f"{tmp_path}/data/x.csv"})) == "a,b\n"
-    assert text(tools.call("list_directory", {"path": f"{tmp_path}/data"})) == "[FILE] x.csv"
+    assert text(tools.call_sync("read_file", {"path": f"{tmp_path}/data/x.csv"})) == "a,b\n"
+    assert text(tools.call_sync("list_directory", {"path": f"{tmp_path}/data"})) == "[FILE] x.csv"
     for call in (
         ("write_file", {"path": f"{tmp_path}/data/y.csv", "content": "x"}),
         ("create_directory", {"path": f"{tmp_path}/data/sub"}),
         ("edit_file", {"path": f"{tmp_path}/data/x.csv", "edits": []}),
     ):
-        result = tools.call(*call)
+        result = tools.call_sync(*call)
         assert result["isError"] and "Access denied" in text(result), call
-    assert text(tools.call("list_allowed_directories", {})).endswith(f"\n{tmp_path}/data")
+    assert text(tools.call_sync("list_allowed_directories", {})).endswith(f"\n{tmp_path}/data")
 
 
 @pytest.fixture(scope="module")

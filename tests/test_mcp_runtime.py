@@ -140,3 +140,38 @@ def test_official_sdk_add_mcp_servers(mcp_server: Server, agentscope_python: str
     assert out["added"] == "OK"
     assert "calc" in out["tools"] and "add" in out["tools"]["calc"]
     assert out["sum"]["content"][0]["text"] == "3"
+
+
+def test_a_type_can_declare_mcp_servers(tmp_path) -> None:
+    """A custom type's registration names an MCP server: every box of the type starts it while
+    it warms, so the pool hands out sandboxes whose catalogue already has its tools."""
+    ext = tmp_path / "calc_type.py"
+    ext.write_text(textwrap.dedent(f"""
+        from jupyter_sandbox import register_sandbox_type
+        register_sandbox_type(
+            "calc",
+            mcp_servers={{"mcpServers": {{"calc": {{
+                "command": "python3", "args": ["-c", {SERVER_SCRIPT!r}, "calc", "stdio"]}}}}}},
+        )
+        register_sandbox_type(
+            "broken_calc", mcp_servers={{"mcpServers": {{"calc": {{"command": "/no/such"}}}}}}
+        )
+    """))
+    server = start_server(
+        tmp_path / "srv", f"--extension={ext}", "--SandboxApp.sandbox_types=calc",
+        "--SandboxApp.pool_size=1",
+    )  # fmt: skip
+    try:
+        sid = server.data("create_from_pool", sandbox_type="calc")
+        assert set(server.data("list_tools", identity=sid)) == {"generic", "calc"}
+        assert call(server, sid, "add", a=20, b=22)["content"][0]["text"] == "42"
+        server.data("release", identity=sid)
+        # A cold sandbox is handed out once its box answers; a type's server that cannot start
+        # is named by the first call that needs it, and the generic tools keep working.
+        sid = server.data("create", sandbox_type="broken_calc")
+        text = server.rpc("call_tool", identity=sid, tool_name="add", arguments={}).text
+        assert "Failed to initialize server" in text and "calc" in text, text
+        assert set(server.data("list_tools", identity=sid)) == {"generic"}
+        assert shell(server, sid, "echo ok") == "ok\n"
+    finally:
+        stop_server(server)

@@ -59,6 +59,18 @@ class SandboxSpec:
     labels: dict[str, str] = field(default_factory=dict)
     # Backend-specific extras from the type's registration (Docker: containers.create kwargs).
     runtime_config: dict[str, Any] = field(default_factory=dict)
+    tools: tuple[str, ...] = ()  # built-in tool groups of the box
+    mcp_servers: dict[str, Any] = field(default_factory=dict)  # MCP servers the box starts
+
+    def box_config(self, workspace: str) -> dict[str, Any]:
+        """The JSON config line the box reads on stdin (box/__main__.py)."""
+        return {
+            "token": self.token,
+            "workspace": workspace,
+            "call_timeout": self.call_timeout,
+            "tools": list(self.tools),
+            "mcp_servers": self.mcp_servers,
+        }
 
 
 @dataclass(frozen=True)

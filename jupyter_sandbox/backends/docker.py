@@ -467,11 +467,7 @@ class DockerBackend(Backend):
                 raise BackendError(
                     f"the engine could not start {spec.name}: {e.explanation or e}"
                 ) from None
-            config = {
-                "token": spec.token,
-                "workspace": "/workspace",
-                "call_timeout": spec.call_timeout,
-            }
+            config = spec.box_config("/workspace")
             try:
                 raw.sendall(json.dumps(config).encode() + b"\n")
                 line = _read_stdout_line(raw, time.monotonic() + self.ready_timeout)

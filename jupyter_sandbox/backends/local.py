@@ -454,7 +454,7 @@ class LocalBackend(Backend):
             raise BackendError(f"slirp4netns failed to start: {log or 'no output'}")
 
     async def _send_config(self, spec: SandboxSpec, jail: _Jail, workspace: str) -> None:
-        config = {"token": spec.token, "workspace": workspace, "call_timeout": spec.call_timeout}
+        config = spec.box_config(workspace)
         assert jail.proc.stdin is not None
         try:
             jail.proc.stdin.write(json.dumps(config).encode() + b"\n")

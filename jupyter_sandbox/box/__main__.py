@@ -1,8 +1,9 @@
 """Box startup: ``python -m jupyter_sandbox.box --listen unix:PATH | tcp:HOST:PORT``.
 
 The protocol (docs/architecture.md): read one JSON line from stdin,
-``{"token": str, "workspace": str = "/workspace", "call_timeout": float = 60}``; bind, start the
-IPython kernel in the background (``GET /healthz?wait=kernel`` waits for it); then write
+``{"token": str, "workspace": str = "/workspace", "call_timeout": float = 60, "tools": [str],
+"mcp_servers": {"mcpServers": {...}}}``; bind, start the tool groups, the type's MCP servers and
+the IPython kernel in the background (``GET /healthz?wait=kernel`` waits for all); then write
 ``{"ready": true}`` to stdout and close it. A failure before that writes
 ``{"ready": false, "error": "..."}`` and exits 1.
 Logs go to stderr. SIGTERM or SIGINT stops the box, its kernel and any running commands.
@@ -45,6 +46,8 @@ class Config:
     token: str
     workspace: str
     call_timeout: float
+    tools: tuple[str, ...] = ()
+    mcp_servers: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -95,7 +98,15 @@ def parse_config(line: bytes) -> Config:
         or timeout <= 0
     ):
         raise StartupError("call_timeout must be a positive number of seconds")
-    return Config(token=token, workspace=workspace, call_timeout=float(timeout))
+    from .toolgroups import BUILTIN
+
+    tools = data.get("tools") or []
+    if not isinstance(tools, list) or any(t not in BUILTIN for t in tools):
+        raise StartupError(f"tools must be a list of {', '.join(BUILTIN)}")
+    mcp_servers = data.get("mcp_servers") or None
+    if mcp_servers is not None and not isinstance(mcp_servers, dict):
+        raise StartupError("mcp_servers must be an object")
+    return Config(token, workspace, float(timeout), tuple(tools), mcp_servers)
 
 
 def make_undumpable() -> None:
@@ -166,9 +177,9 @@ async def serve(listen: Listen, config: Config, runtime_dir: str, on_ready: Any)
     from tornado.httpserver import HTTPServer
 
     from .app import Box, make_app
-    from .fstools import FsTools
     from .kernel import IPythonKernel
     from .shell import ShellRunner
+    from .toolgroups import make_group
     from .workspace import Workspace
 
     loop = asyncio.get_running_loop()
@@ -178,23 +189,19 @@ async def serve(listen: Listen, config: Config, runtime_dir: str, on_ready: Any)
 
     # Bind first: a taken address fails in milliseconds, before the kernel is started.
     sockets = bind(listen)
+    read_only = tuple(filter(None, os.environ.get("SANDBOX_READONLY_MOUNTS", "").split(":")))
     box = Box(
         token=config.token,
         call_timeout=config.call_timeout,
         workspace=Workspace(config.workspace),
         shell=ShellRunner(cwd=config.workspace),
         kernel=IPythonKernel(cwd=config.workspace, runtime_dir=runtime_dir),
-        fs_tools=FsTools(
-            config.workspace,
-            tuple(filter(None, os.environ.get("SANDBOX_READONLY_MOUNTS", "").split(":"))),
-        )
-        if os.environ.get("SANDBOX_TYPE") == "filesystem"
-        else None,
+        groups=[make_group(name, config.workspace, read_only) for name in config.tools],
     )
     server = HTTPServer(make_app(box))
     warmup: asyncio.Future | None = None
     try:
-        box.kernel.start_soon()
+        box.start_soon(config.mcp_servers)
         server.add_sockets(sockets)
         on_ready()
         # One throwaway command sets up asyncio's child watching and the shell's first exec
@@ -210,8 +217,7 @@ async def serve(listen: Listen, config: Config, runtime_dir: str, on_ready: Any)
         for sock in sockets:
             sock.close()
         box.shell.kill_all()
-        await box.mcp.close()
-        await box.kernel.shutdown()
+        await box.close()
         if listen.kind == "unix":
             with contextlib.suppress(OSError):
                 if stat.S_ISSOCK(os.lstat(listen.path).st_mode):

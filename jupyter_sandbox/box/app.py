@@ -19,11 +19,10 @@ import tornado.httputil
 import tornado.web
 from tornado.iostream import StreamClosedError
 
-from .fstools import GROUP as FS_GROUP
-from .fstools import FsTools
 from .kernel import CellResult, IPythonKernel
-from .mcp_servers import McpError, McpServers
+from .mcp_servers import McpError, McpServers, describe_error
 from .shell import ShellResult, ShellRunner
+from .toolgroups import ToolGroup
 from .workspace import CHUNK_SIZE, Workspace, WorkspaceError
 
 log = logging.getLogger(__name__)
@@ -35,15 +34,52 @@ MAX_UPLOAD_BYTES = 64 * 1024**3
 
 @dataclass
 class Box:
-    """What the handlers share: configuration and the three services."""
+    """What the handlers share: configuration, the services and the tool groups."""
 
     token: str
     call_timeout: float
     workspace: Workspace
     shell: ShellRunner
     kernel: IPythonKernel
-    fs_tools: FsTools | None = None  # the `filesystem` type's tools
-    mcp: McpServers = field(default_factory=McpServers)  # servers added at run time
+    groups: list[ToolGroup] = field(default_factory=list)  # the type's built-in tools
+    mcp: McpServers = field(default_factory=McpServers)  # the type's and run-time servers
+    _tools_started: asyncio.Future | None = None
+
+    def start_soon(self, mcp_servers: dict[str, Any] | None = None) -> None:
+        """Start the groups, the type's MCP servers and the kernel in the background."""
+        self._tools_started = asyncio.ensure_future(self._start_tools(mcp_servers))
+
+    async def _start_tools(self, mcp_servers: dict[str, Any] | None) -> None:
+        # The desktop exports DISPLAY, which the kernel must inherit: it comes first.
+        first = [g for g in self.groups if getattr(g, "sets_environment", False)]
+        try:
+            await asyncio.gather(*(g.start() for g in first))
+        finally:
+            self.kernel.start_soon()
+        rest = [g.start() for g in self.groups if g not in first]
+        if mcp_servers:
+            rest.append(self.mcp.add(mcp_servers))
+        await asyncio.gather(*rest)
+
+    async def wait_tools(self) -> None:
+        """Return once the tool groups and MCP servers started; raise what failed."""
+        if self._tools_started is not None:
+            await asyncio.shield(self._tools_started)
+
+    async def wait_started(self) -> None:
+        await self.wait_tools()
+        await self.kernel.wait_started()
+
+    async def close(self) -> None:
+        if self._tools_started is not None and not self._tools_started.done():
+            self._tools_started.cancel()
+        for group in self.groups:
+            try:
+                await group.close()
+            except Exception as e:  # one group failing to stop must not keep others running
+                log.warning("stopping the %s tools failed: %s", group.name, e)
+        await self.mcp.close()
+        await self.kernel.shutdown()
 
 
 class ApiError(tornado.web.HTTPError):
@@ -179,6 +215,10 @@ class HealthHandler(BaseHandler):
         # `?wait=kernel`: answer once the IPython kernel is up too (pools warm with it).
         if self.get_query_argument("wait", "") == "kernel":
             try:
+                await self.box.wait_tools()
+            except Exception as e:
+                raise ApiError(503, f"the tools did not start: {describe_error(e)}") from e
+            try:
                 await self.box.kernel.wait_started()
             except Exception as e:
                 raise ApiError(503, f"the IPython kernel did not start: {e}") from e
@@ -212,10 +252,12 @@ class IPythonHandler(BaseHandler):
 
 class McpListToolsHandler(BaseHandler):
     async def get(self) -> None:
+        try:
+            await self.box.wait_tools()
+        except Exception as e:
+            raise ApiError(500, f"the tools did not start: {describe_error(e)}") from None
         # Upstream answers {} when a box has no tool groups.
-        groups = {}
-        if self.box.fs_tools is not None:
-            groups[FS_GROUP] = self.box.fs_tools.list_group()
+        groups = {g.name: g.list_group() for g in self.box.groups}
         groups.update(await self.box.mcp.list_tools())
         self.write_json(groups)
 
@@ -227,24 +269,27 @@ class McpCallToolHandler(BaseHandler):
         arguments = body.get("arguments") or {}
         if not isinstance(arguments, dict):
             raise ApiError(400, "arguments must be a JSON object")
-        if self.box.fs_tools is not None and isinstance(name, str):
-            loop = asyncio.get_running_loop()
-            result = await loop.run_in_executor(None, self.box.fs_tools.call, name, arguments)
-            if result is not None:
-                self.write_json(result)
-                return
         if isinstance(name, str) and name:
             timeout = self.call_timeout(body)
             try:
-                result = await asyncio.wait_for(self.box.mcp.call(name, arguments), timeout)
+                result = await asyncio.wait_for(self._call(name, arguments), timeout)
             except asyncio.TimeoutError:
                 raise ApiError(500, f"Tool '{name}' timed out after {timeout:g} s") from None
             except Exception as e:  # the server failed mid-call: a tool error, not a crash
-                raise ApiError(500, f"Tool '{name}' failed: {e}") from None
+                raise ApiError(500, f"Tool '{name}' failed: {describe_error(e)}") from None
             if result is not None:
                 self.write_json(result)
                 return
         raise ApiError(404, f"Tool '{name}' not found.")
+
+    async def _call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any] | None:
+        # Built-in groups first, then MCP servers in the order they were added.
+        await self.box.wait_tools()
+        for group in self.box.groups:
+            result = await group.call(name, arguments)
+            if result is not None:
+                return result
+        return await self.box.mcp.call(name, arguments)
 
 
 class McpAddServersHandler(BaseHandler):
@@ -398,8 +443,11 @@ class MkdirHandler(BaseHandler):
 
 def make_app(box: Box) -> tornado.web.Application:
     kw = {"box": box}
+    # A group may serve HTTP too (the desktop's noVNC page and VNC websocket).
+    extra = [r for g in box.groups if hasattr(g, "routes") for r in g.routes(box.token)]
     return tornado.web.Application(
         [
+            *extra,
             (r"/healthz", HealthHandler, kw),
             (r"/tools/run_shell_command", ShellHandler, kw),
             (r"/tools/run_ipython_cell", IPythonHandler, kw),

@@ -10,6 +10,7 @@ after symlinks are resolved; the sandbox's read-only mounts may be read too. Res
 
 from __future__ import annotations
 
+import asyncio
 import difflib
 import fnmatch
 import json
@@ -65,6 +66,8 @@ def _js_date(timestamp: float) -> str:
 
 class FsTools:
     """The tools, confined to one workspace root (plus read-only directories for reads)."""
+
+    name = GROUP
 
     def __init__(self, root: str, read_only: tuple[str, ...] = ()):
         self.root = os.path.realpath(root)
@@ -229,10 +232,22 @@ class FsTools:
 
     # -- dispatch ----------------------------------------------------------------------------
 
+    async def start(self) -> None:
+        return None  # nothing to start: the tools are plain file operations
+
+    async def close(self) -> None:
+        return None
+
     def list_group(self) -> dict[str, Any]:
         return {name: {"name": name, "json_schema": t.schema(name)} for name, t in TOOLS.items()}
 
-    def call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any] | None:
+    async def call(self, name: str, arguments: dict[str, Any]) -> dict[str, Any] | None:
+        # File operations block; a thread keeps the box answering meanwhile.
+        return await asyncio.get_running_loop().run_in_executor(
+            None, self.call_sync, name, arguments
+        )
+
+    def call_sync(self, name: str, arguments: dict[str, Any]) -> dict[str, Any] | None:
         """The tool's CallToolResult, or None when there is no such tool."""
         tool = TOOLS.get(name)
         if tool is None:

@@ -105,7 +105,7 @@ class McpServers:
                 server.error = TimeoutError(f"not ready in {START_TIMEOUT:g} s")
             if server.error is not None:
                 await self._stop(server)
-                failed.append(f"{name}: {_describe(server.error)}")
+                failed.append(f"{name}: {describe_error(server.error)}")
                 continue
             self.servers[name] = server
         if failed:
@@ -160,7 +160,7 @@ class McpServers:
                     await server.task
 
 
-def _describe(error: BaseException) -> str:
+def describe_error(error: BaseException) -> str:
     # anyio wraps failures in exception groups; the first leaf says what happened.
     while getattr(error, "exceptions", None):
         error = error.exceptions[0]  # type: ignore[attr-defined]

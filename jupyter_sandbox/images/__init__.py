@@ -37,6 +37,9 @@ BOX_REQUIREMENTS = (
     "tornado", "ipykernel", "ipython", "jupyter_client", "jupyter_core", "pyzmq", "traitlets",
     "mcp",
 )  # fmt: skip
+# What a built-in type's tools add to its parent image's venv (browser: Playwright's driver,
+# which drives Debian's Chromium; it never downloads a browser).
+TYPE_REQUIREMENTS = {"browser": ("playwright",), "gui": ("pillow",)}
 
 
 class BuildError(RuntimeError):
@@ -63,9 +66,10 @@ def dockerfile_for(sandbox_type: str) -> Path:
     return path
 
 
-def requirements() -> str:
+def requirements(names: tuple[str, ...] = BOX_REQUIREMENTS) -> str:
+    """Pinned to the versions this server runs, so box and server agree."""
     lines = []
-    for name in BOX_REQUIREMENTS:
+    for name in names:
         try:
             lines.append(f"{name}=={importlib.metadata.version(name)}")
         except importlib.metadata.PackageNotFoundError:
@@ -87,10 +91,13 @@ def _prepare_context(request: BuildRequest, workdir: Path) -> tuple[Path, str]:
     context = workdir / "context"
     context.mkdir()
     shutil.copy(dockerfile, context / "Dockerfile")
+    ca = Path(request.ca_bundle).read_bytes() if request.ca_bundle else b""
+    (context / "extra-ca.crt").write_bytes(ca)
+    if request.sandbox_type in TYPE_REQUIREMENTS:
+        names = TYPE_REQUIREMENTS[request.sandbox_type]
+        (context / "requirements.txt").write_text(requirements(names))
     if request.sandbox_type == "base":
         (context / "requirements.txt").write_text(requirements())
-        ca = Path(request.ca_bundle).read_bytes() if request.ca_bundle else b""
-        (context / "extra-ca.crt").write_bytes(ca)
         package = Path(jupyter_sandbox.__file__).parent
         shutil.copytree(
             package,

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import ssl
 from typing import Any
 
 import httpx
+from tornado.httpclient import HTTPRequest
+from tornado.netutil import Resolver
+from tornado.websocket import WebSocketClientConnection, websocket_connect
 
 GENERIC_TOOLS = ("run_ipython_cell", "run_shell_command")
 
@@ -26,10 +30,22 @@ def _transport(url: str) -> tuple[httpx.AsyncHTTPTransport, str]:
     return httpx.AsyncHTTPTransport(verify=_TLS), url.rstrip("/")
 
 
+class _UnixSocketResolver(Resolver):
+    """Resolves every host to one unix socket (a local jail's box), for tornado clients."""
+
+    def initialize(self, path: str) -> None:  # type: ignore[override]
+        self.path = path
+
+    async def resolve(self, host: str, port: int, family: Any = socket.AF_UNSPEC) -> Any:
+        return [(socket.AF_UNIX, self.path)]
+
+
 class BoxClient:
     """Talks to a box with its token; connections are reused across calls."""
 
     def __init__(self, url: str, token: str, call_timeout: float):
+        self.url = url
+        self.token = token
         transport, base_url = _transport(url)
         # The box enforces call_timeout itself and answers; the margin covers its reply.
         self.http = httpx.AsyncClient(
@@ -64,6 +80,26 @@ class BoxClient:
         try:
             return await self.http.send(request, stream=True)
         except httpx.TransportError as e:
+            raise BoxUnreachable(str(e) or type(e).__name__) from e
+
+    async def websocket(
+        self, path: str, query: str = "", subprotocols: list[str] | None = None
+    ) -> WebSocketClientConnection:
+        """A websocket to the box (the desktop's VNC bridge); raises BoxUnreachable."""
+        resolver = None
+        base = self.url
+        if base.startswith("unix:"):
+            resolver = _UnixSocketResolver(path=base[len("unix:") :])
+            base = "http://box"
+        url = "ws" + base.rstrip("/")[len("http") :] + path + (f"?{query}" if query else "")
+        request = HTTPRequest(
+            url, headers={"Authorization": f"Bearer {self.token}"}, connect_timeout=10
+        )
+        try:
+            return await websocket_connect(
+                request, subprotocols=subprotocols, resolver=resolver, max_message_size=2**26
+            )
+        except Exception as e:  # refused, reset, or a non-101 answer from the box
             raise BoxUnreachable(str(e) or type(e).__name__) from e
 
     async def aclose(self) -> None:

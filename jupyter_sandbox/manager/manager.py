@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import itertools
 import logging
 import os
@@ -403,7 +404,7 @@ class SandboxManager:
         limits = Limits(
             parse_size(spec_type.memory) if spec_type.memory else default.memory_bytes,
             spec_type.cpus or default.cpus,
-            default.pids,
+            spec_type.pids or default.pids,
         )
         return SandboxSpec(
             name=record.container_name,
@@ -421,6 +422,8 @@ class SandboxManager:
                 **environment,
             },
             runtime_config=spec_type.runtime_config,
+            tools=spec_type.tools,
+            mcp_servers=spec_type.mcp_servers,
             labels={
                 "server-id": self.settings.server_id,
                 "sandbox-type": record.sandbox_type,
@@ -943,6 +946,10 @@ class SandboxManager:
         try:
             response = await client.request("GET", "/mcp/list_tools")
             groups = response.json() if response.status_code == 200 else {}
+            if response.status_code != 200:
+                # The catalogue stays a dict of groups (clients iterate it); the generic tools
+                # still work, and a call to a missing tool returns the box's reason.
+                self.log.warning("list_tools of %s: %s", record.container_name, response.text)
         except BoxUnreachable as e:
             return tool_error(self._unreachable(record, e))
         groups["generic"] = _generic_group()
@@ -1034,6 +1041,36 @@ class SandboxManager:
         record, client = await self._use(identity)
         try:
             return await client.stream(method, "/" + path.lstrip("/"), params, headers, body)
+        except BoxUnreachable as e:
+            raise BackendError(self._unreachable(record, e)) from e
+
+    # -- the desktop (gui): the box serves noVNC and a VNC websocket bridge -----------------
+
+    async def desktop_password_matches(self, identity: str, given: str) -> bool:
+        """Is `given` the sandbox's own token (the `password` of the SDK's `desktop_url`)?"""
+        try:
+            record = await self._lookup(identity)
+        except SandboxNotFound:
+            return False
+        return hmac.compare_digest(given.encode(), record.runtime_token.encode())
+
+    async def desktop_token(self, identity: str) -> str:
+        """The sandbox's token, to set as the desktop's cookie once a caller proved access."""
+        return (await self._lookup(identity)).runtime_token
+
+    async def open_desktop(
+        self, identity: str, path: str, params: Any, headers: dict[str, str]
+    ) -> Any:
+        """GET one file of the sandbox's noVNC page; the caller streams the reply."""
+        if not path.startswith("vnc/"):
+            raise SandboxNotFound(f"{identity}/{path} (the desktop serves vnc/ only)")
+        return await self.open_proxy(identity, "GET", path, params, headers, None)
+
+    async def open_desktop_socket(self, identity: str, subprotocols: list[str]) -> Any:
+        """A websocket to the sandbox's VNC server (through its box)."""
+        record, client = await self._use(identity)
+        try:
+            return await client.websocket("/websockify", subprotocols=subprotocols)
         except BoxUnreachable as e:
             raise BackendError(self._unreachable(record, e)) from e
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends.base import parse_size
+from ..box.toolgroups import BUILTIN as BUILTIN_GROUPS
 
 _VALID_NAME = re.compile(r"^[a-z][a-z0-9_]{0,40}$")
 
@@ -39,8 +40,11 @@ class TypeSpec:
     timeout: float | None = None  # seconds a tool call may run; None: SandboxApp.call_timeout
     memory: str | None = None  # e.g. "2g"; None: SandboxApp.memory_limit
     cpus: float | None = None  # None: SandboxApp.cpu_limit
+    pids: int | None = None  # None: SandboxApp.pids_limit
     security_level: str = "medium"  # informational, as upstream
     runtime_config: dict[str, Any] = field(default_factory=dict)  # backend extras (Docker)
+    tools: tuple[str, ...] = ()  # built-in tool groups the box serves (box/toolgroups.py)
+    mcp_servers: dict[str, Any] = field(default_factory=dict)  # started in every box of the type
 
     @property
     def image(self) -> str:
@@ -85,12 +89,18 @@ def register_sandbox_type(
     resource_limits: dict[str, Any] | None = None,
     runtime_config: dict[str, Any] | None = None,
     security_level: str = "medium",
+    tools: tuple[str, ...] | list[str] = (),
+    mcp_servers: dict[str, Any] | None = None,
 ) -> TypeSpec:
     """Register (or replace) a sandbox type; `name_async` becomes an alias automatically.
 
-    `resource_limits` takes upstream's keys: `memory` ("2g") and `cpu` (1.5); they replace
-    the server-wide limits for this type on every backend. Environment values that are None
-    (an unset `os.getenv`) are left out.
+    `resource_limits` takes upstream's keys, `memory` ("2g") and `cpu` (1.5), and our `pids`
+    (1024); they replace the server-wide limits for this type on every backend. Environment
+    values that are None (an unset `os.getenv`) are left out.
+
+    `tools` names built-in tool groups (`filesystem`, `browser`, `desktop`) the type's boxes
+    serve; `mcp_servers` (`{"mcpServers": {name: config}}`, as `add_mcp_servers` takes) are
+    started in every box of the type while it warms up, so a custom type can ship MCP tools.
     """
     if not _VALID_NAME.match(name) or name.endswith("_async"):
         raise ValueError(
@@ -98,17 +108,28 @@ def register_sandbox_type(
             "starting with a letter, without the '_async' suffix (it is added automatically)"
         )
     limits = dict(resource_limits or {})
-    unknown = set(limits) - {"memory", "cpu"}
+    unknown = set(limits) - {"memory", "cpu", "pids"}
     if unknown:
         raise ValueError(f"resource_limits of {name!r}: unknown key(s) {sorted(unknown)}; "
-                         "use 'memory' (e.g. '2g') and 'cpu' (e.g. 1.5)")
+                         "use 'memory' (e.g. '2g'), 'cpu' (e.g. 1.5) and 'pids' (e.g. 1024)")
     if "memory" in limits:
         parse_size(limits["memory"])  # raises ValueError for a bad size
     cpus = float(limits["cpu"]) if "cpu" in limits else None
     if cpus is not None and not cpus > 0:
         raise ValueError(f"resource_limits of {name!r}: cpu must be > 0")
+    pids = int(limits["pids"]) if "pids" in limits else None
+    if pids is not None and pids < 16:
+        raise ValueError(f"resource_limits of {name!r}: pids must be at least 16")
     if timeout is not None and not float(timeout) > 0:
         raise ValueError(f"timeout of {name!r} must be > 0 seconds")
+    unknown_groups = [t for t in tools if t not in BUILTIN_GROUPS]
+    if unknown_groups:
+        raise ValueError(f"tools of {name!r}: unknown group(s) {unknown_groups}; "
+                         f"built-in groups: {', '.join(BUILTIN_GROUPS)}")
+    if mcp_servers is not None and not isinstance(mcp_servers.get("mcpServers"), dict):
+        raise ValueError(
+            f"mcp_servers of {name!r} must look like {{'mcpServers': {{name: config}}}}"
+        )
     spec = TypeSpec(
         name=name,
         custom_image=image,
@@ -117,8 +138,11 @@ def register_sandbox_type(
         timeout=float(timeout) if timeout is not None else None,
         memory=str(limits["memory"]) if "memory" in limits else None,
         cpus=cpus,
+        pids=pids,
         security_level=security_level,
         runtime_config=dict(runtime_config or {}),
+        tools=tuple(tools),
+        mcp_servers=dict(mcp_servers or {}),
     )
     _types[name] = spec
     return spec
@@ -144,6 +168,18 @@ def is_known(name: str) -> bool:
 
 
 register_sandbox_type("base", description="Shell commands and a Python (IPython) kernel.")
-register_sandbox_type("filesystem", description="Base tools plus file tools on /workspace.")
-register_sandbox_type("browser", description="Base tools plus a headless Chromium.")
-register_sandbox_type("gui", description="Base tools plus a virtual desktop.")
+register_sandbox_type(
+    "filesystem", description="Base tools plus file tools on /workspace.", tools=["filesystem"]
+)
+register_sandbox_type(
+    "browser",
+    description="Base tools plus a headless Chromium driven by Playwright.",
+    tools=["browser"],
+    resource_limits={"pids": 1024},  # Chromium runs a few processes of many threads each
+)
+register_sandbox_type(
+    "gui",
+    description="Base tools plus a virtual desktop (Xvfb, VNC) and the `computer` tool.",
+    tools=["desktop"],
+    resource_limits={"pids": 1024},  # room for a browser on the desktop
+)

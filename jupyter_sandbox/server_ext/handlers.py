@@ -8,6 +8,7 @@ answer). The official SDK treats every non-2xx alike, so specific statuses cost 
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 from typing import Any
@@ -17,6 +18,7 @@ from jupyter_server.base.handlers import JupyterHandler
 from jupyter_server.extension.handler import ExtensionHandlerMixin
 from jupyter_server.utils import url_path_join
 from tornado import web
+from tornado.websocket import WebSocketClientConnection, WebSocketClosedError, WebSocketHandler
 
 from ..backends import BackendError
 from ..manager import InvalidRequest, SandboxManager, SandboxNotFound, UnknownSandboxType
@@ -86,6 +88,10 @@ class SandboxHandler(JSONErrorsMixin, ExtensionHandlerMixin, JupyterHandler):
         app = self.sandbox_app
         expected = app.bearer_token
         given = bearer_from_header(self.request.headers.get("Authorization"))
+        if await self._sandbox_capability():
+            self._sandbox_token_auth = True
+            self.current_user = self._jupyter_current_user = SANDBOX_CLIENT
+            return
         # With no token, a web page could still send a "simple" cross-site POST; those cannot
         # carry a JSON content type without a CORS preflight, which is refused.
         open_server = not expected and app.standalone
@@ -109,6 +115,10 @@ class SandboxHandler(JSONErrorsMixin, ExtensionHandlerMixin, JupyterHandler):
         self.current_user = self._jupyter_current_user = user
         if self.request.method not in {"GET", "HEAD", "OPTIONS"}:
             self.check_xsrf_cookie()
+
+    async def _sandbox_capability(self) -> bool:
+        """Does the request carry a credential for one sandbox only (the desktop's)?"""
+        return False
 
     def check_xsrf_cookie(self) -> None:
         if getattr(self, "_sandbox_token_auth", False):
@@ -265,6 +275,124 @@ class ProxyHandler(SandboxHandler):
     get = post = put = delete = patch = _forward  # type: ignore[assignment]
 
 
+class DesktopAuthMixin:
+    """Auth of `/desktop/<id>`: a browser page (an iframe, noVNC's websocket) cannot send an
+    Authorization header, so these routes also take credentials in the query: the server's
+    token as `?token=`, or, for that one sandbox only, its own token as `?password=` (the
+    official SDK's `desktop_url`). Once a request is in, a cookie scoped to the sandbox's
+    desktop path carries the sandbox's token, so the page's scripts and its websocket load
+    without the query; the server's token never goes into a cookie."""
+
+    COOKIE = "jupyter-sandbox-desktop"
+
+    async def _sandbox_capability(self: Any) -> bool:
+        identity = self.path_args[0]
+        manager = self.manager
+        candidates = [
+            self.get_query_argument("password", ""),
+            self.get_cookie(self.COOKIE, ""),
+        ]
+        for given in candidates:
+            if given and await manager.desktop_password_matches(identity, given):
+                return True
+        return False
+
+    async def prepare(self: Any) -> None:
+        token = self.get_query_argument("token", "")
+        if token and not self.request.headers.get("Authorization"):
+            self.request.headers["Authorization"] = f"Bearer {token}"
+        await super().prepare()  # type: ignore[misc]
+        try:
+            runtime_token = await self.manager.desktop_token(self.path_args[0])
+        except SandboxNotFound:
+            return  # the route itself answers 404
+        except StateUnavailable as e:
+            raise web.HTTPError(503, str(e)) from None
+        prefix = url_path_join(self.sandbox_app.desktop_base, self.path_args[0])
+        self.set_cookie(
+            self.COOKIE, runtime_token, path=prefix, httponly=True, samesite="Strict"
+        )
+
+
+class DesktopHandler(DesktopAuthMixin, SandboxHandler):
+    """`GET /desktop/<id>/vnc/<file>`: the sandbox's noVNC page, from its box."""
+
+    async def get(self, identity: str, path: str) -> None:
+        headers = {k: v for k, v in self.request.headers.items() if k.lower() not in HOP_BY_HOP}
+        try:
+            response = await self.manager.open_desktop(identity, path, [], headers)
+        except SandboxNotFound:
+            raise web.HTTPError(404, f"sandbox not found: {identity}") from None
+        except BackendError as e:
+            raise web.HTTPError(502, f"desktop upstream error: {e}") from None
+        try:
+            self.set_status(response.status_code)
+            for key, value in response.headers.items():
+                if key.lower() not in HOP_BY_HOP:
+                    self.set_header(key, value)
+            async for chunk in response.aiter_raw():
+                self.write(chunk)
+            await self.finish()
+        finally:
+            await response.aclose()
+
+
+class DesktopSocketHandler(DesktopAuthMixin, WebSocketHandler, SandboxHandler):
+    """`WS /desktop/<id>`: relays noVNC's websocket to the sandbox's VNC server, frame by
+    frame, binary as binary (upstream turns VNC's binary frames into text, issue #371)."""
+
+    upstream: WebSocketClientConnection | None = None
+
+    async def get(self, identity: str) -> None:  # type: ignore[override]
+        # Connect upstream before upgrading, so failures are plain HTTP statuses.
+        offered = self.request.headers.get("Sec-WebSocket-Protocol", "")
+        subprotocols = [p.strip() for p in offered.split(",") if p.strip()]
+        try:
+            self.upstream = await self.manager.open_desktop_socket(identity, subprotocols)
+        except SandboxNotFound:
+            raise web.HTTPError(404, f"sandbox not found: {identity}") from None
+        except BackendError as e:
+            raise web.HTTPError(502, f"desktop upstream error: {e}") from None
+        except StateUnavailable as e:
+            raise web.HTTPError(503, str(e)) from None
+        await super().get(identity)
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        chosen = self.upstream.selected_subprotocol if self.upstream else None
+        return chosen if chosen in subprotocols else None
+
+    def open(self, identity: str) -> None:  # type: ignore[override]
+        asyncio.ensure_future(self._pump())
+
+    async def _pump(self) -> None:
+        assert self.upstream is not None
+        while True:
+            message = await self.upstream.read_message()
+            if message is None:
+                break
+            try:
+                await self.write_message(message, binary=isinstance(message, bytes))
+            except WebSocketClosedError:
+                break
+        self.close()
+
+    async def on_message(self, message: str | bytes) -> None:
+        if self.upstream is not None:
+            try:
+                await self.upstream.write_message(message, binary=isinstance(message, bytes))
+            except WebSocketClosedError:
+                self.close()
+
+    def on_close(self) -> None:
+        if self.upstream is not None:
+            self.upstream.close()
+
+    def check_origin(self, origin: str) -> bool:
+        # A token or the sandbox's cookie (SameSite=Strict) is required anyway; the page
+        # embedding the desktop may be a notebook on another origin.
+        return True
+
+
 def route_table(prefix: str) -> list[tuple[str, type, dict]]:
     """Handler patterns under `prefix` (`""` standalone, `"sandbox"` inside Jupyter)."""
     rpc = "|".join(f"{m}(?:_async)?" for m in RPC_METHODS)
@@ -272,4 +400,6 @@ def route_table(prefix: str) -> list[tuple[str, type, dict]]:
         (url_path_join("/", prefix, "health"), HealthHandler, {}),
         (url_path_join("/", prefix, rf"({rpc})"), RPCHandler, {}),
         (url_path_join("/", prefix, r"proxy/([^/]+)/(.*)"), ProxyHandler, {}),
+        (url_path_join("/", prefix, r"desktop/([^/]+)/(.+)"), DesktopHandler, {}),
+        (url_path_join("/", prefix, r"desktop/([^/]+)/?"), DesktopSocketHandler, {}),
     ]
