@@ -190,6 +190,15 @@ class BrowserTools:
             self._browser is not None and self._context is not None and self._browser.is_connected()
         )
 
+    async def _responds(self) -> bool:
+        """Whether the driver and browser answer (one cheap round trip)."""
+        assert self._context is not None
+        try:
+            await asyncio.wait_for(self._context.cookies(), CLOSE_TIMEOUT_S)
+            return True
+        except (PlaywrightError, asyncio.TimeoutError):
+            return False
+
     async def _launch_shared(self) -> None:
         # start() in the background and the first calls share one launch.
         if self._launching is None or self._launching.done():
@@ -208,8 +217,6 @@ class BrowserTools:
             )
         try:
             browser = await self._launch_browser(executable)
-        except ToolError:
-            raise
         except Exception:
             # The driver may have died with the old browser: one more try on a fresh one.
             await self._stop_driver()
@@ -321,6 +328,10 @@ class BrowserTools:
         """The current tab, launching a browser or opening a page when there is none."""
         if self._closed:
             raise ToolError("the browser tools are closed")
+        if self._alive() and not await self._responds():
+            # The browser died and its event is yet to come, or the driver died (no event
+            # says so): start over; a launch on a dead driver starts a fresh driver.
+            await self._close_browser()
         if not self._alive():
             await self._launch_shared()
         assert self._context is not None
@@ -446,7 +457,19 @@ class BrowserTools:
         tab.clear_logs()
 
         async def go() -> None:
-            await tab.page.goto(url, wait_until="domcontentloaded")
+            try:
+                await tab.page.goto(url, wait_until="domcontentloaded")
+            except PlaywrightError as e:
+                # A failed navigation commits Chromium's error page after goto gave up; a
+                # goto racing that commit is "interrupted" by it: let it land, then go again.
+                if 'another navigation to "chrome-error://' not in e.message:
+                    if "net::ERR_" in e.message:
+                        with contextlib.suppress(PlaywrightError):
+                            await tab.page.wait_for_load_state("load", timeout=2_000)
+                    raise
+                with contextlib.suppress(PlaywrightError):
+                    await tab.page.wait_for_load_state("load", timeout=2_000)
+                await tab.page.goto(url, wait_until="domcontentloaded")
             # The page works by now; a slow image should not hold the answer up.
             with contextlib.suppress(PlaywrightError):
                 await tab.page.wait_for_load_state("load", timeout=LOAD_CAP_MS)
@@ -454,15 +477,12 @@ class BrowserTools:
         await self._act(tab, go, wait_network=False)
 
     async def _snapshot(self, page: Page) -> str:
-        for attempt in range(2):
-            try:
-                yaml = await page.aria_snapshot(mode="ai")
-                return f"- Page Snapshot\n```yaml\n{yaml.strip()}\n```"
-            except PlaywrightError:
-                if attempt:  # e.g. the page navigated while being read: read it once more
-                    raise
-                await asyncio.sleep(0.2)
-        raise AssertionError("unreachable")
+        try:
+            yaml = await page.aria_snapshot(mode="ai")
+        except PlaywrightError:
+            await asyncio.sleep(0.2)  # e.g. the page navigated while being read: once more
+            yaml = await page.aria_snapshot(mode="ai")
+        return f"- Page Snapshot\n```yaml\n{yaml.strip()}\n```"
 
     async def _report(
         self,

@@ -23,6 +23,7 @@ import json
 import logging
 import math
 import os
+import re
 import shutil
 import signal
 import socket
@@ -104,7 +105,11 @@ SCHEMA: dict[str, Any] = {
         "parameters": {
             "type": "object",
             "properties": {
-                "action": {"type": "string", "enum": list(ACTIONS), "description": ACTION_DESCRIPTION},
+                "action": {
+                    "type": "string",
+                    "enum": list(ACTIONS),
+                    "description": ACTION_DESCRIPTION,
+                },
                 "coordinate": {
                     "type": "array",
                     "items": {"type": "integer"},
@@ -123,57 +128,62 @@ SCHEMA: dict[str, Any] = {
     },
 }
 
+
 # Upstream reads key names case-insensitively through its own table (`return`, `esc`, `cmd`,
 # `page_up`...); xdotool wants X keysym names. Names missing here go to xdotool unchanged, so
 # any keysym (`KP_Enter`, `XF86Back`) works too.
-_KEY_ALIASES: dict[str, str] = {
-    **{f"f{i}": f"F{i}" for i in range(1, 25)},
-    **{chr(c): chr(c) for c in range(ord("a"), ord("z") + 1)},
-    **{f"kp_{i}": f"KP_{i}" for i in range(10)},
-    "home": "Home", "left": "Left", "up": "Up", "right": "Right", "down": "Down", "end": "End",
-    "page_up": "Prior", "pageup": "Prior", "prior": "Prior",
-    "page_down": "Next", "pagedown": "Next", "next": "Next",
-    "return": "Return", "enter": "Return", "tab": "Tab", "space": "space",
-    "backspace": "BackSpace", "delete": "Delete", "del": "Delete",
-    "escape": "Escape", "esc": "Escape", "insert": "Insert", "ins": "Insert",
-    "caps_lock": "Caps_Lock", "capslock": "Caps_Lock", "caps": "Caps_Lock",
-    "num_lock": "Num_Lock", "numlock": "Num_Lock",
-    "kp_divide": "KP_Divide", "kp_multiply": "KP_Multiply", "kp_subtract": "KP_Subtract",
-    "kp_add": "KP_Add", "kp_decimal": "KP_Decimal", "kp_equal": "KP_Equal",
-    "minus": "minus", "equal": "equal", "backslash": "backslash", "grave": "grave",
-    "bracketleft": "bracketleft", "bracket_l": "bracketleft", "l_bracket": "bracketleft",
-    "bracketright": "bracketright", "bracket_r": "bracketright", "r_bracket": "bracketright",
-    "semicolon": "semicolon", "semi": "semicolon", "quote": "apostrophe",
-    "comma": "comma", "period": "period", "slash": "slash",
-    "audio_mute": "XF86AudioMute", "mute": "XF86AudioMute",
-    "audio_vol_down": "XF86AudioLowerVolume", "voldown": "XF86AudioLowerVolume",
-    "vol_down": "XF86AudioLowerVolume",
-    "audio_vol_up": "XF86AudioRaiseVolume", "volup": "XF86AudioRaiseVolume",
-    "vol_up": "XF86AudioRaiseVolume",
-    "audio_play": "XF86AudioPlay", "play": "XF86AudioPlay",
-    "audio_stop": "XF86AudioStop", "stop": "XF86AudioStop",
-    "audio_pause": "XF86AudioPause", "pause": "XF86AudioPause",
-    "audio_prev": "XF86AudioPrev", "audio_next": "XF86AudioNext",
-}  # fmt: skip
-for _side, _suffix in (("l", "L"), ("r", "R")):
-    for _names, _keysym in (
-        (("shift",), "Shift"),
-        (("ctrl", "control"), "Control"),
-        (("alt",), "Alt"),
-        (("super", "win", "meta", "cmd", "command"), "Super"),
-    ):
-        for _name in _names:
-            _KEY_ALIASES[f"{_name}_{_side}"] = _KEY_ALIASES[f"{_side}_{_name}"] = (
-                f"{_keysym}_{_suffix}"
-            )
-            _KEY_ALIASES.setdefault(_name, f"{_keysym}_L")
+def _key_aliases() -> dict[str, str]:
+    aliases = {
+        **{f"f{i}": f"F{i}" for i in range(1, 25)},
+        **{chr(c): chr(c) for c in range(ord("a"), ord("z") + 1)},  # ctrl+C is ctrl+c
+        **{f"kp_{i}": f"KP_{i}" for i in range(10)},
+        "home": "Home", "left": "Left", "up": "Up", "right": "Right", "down": "Down",
+        "end": "End", "page_up": "Prior", "pageup": "Prior", "prior": "Prior",
+        "page_down": "Next", "pagedown": "Next", "next": "Next",
+        "return": "Return", "enter": "Return", "tab": "Tab", "space": "space",
+        "backspace": "BackSpace", "delete": "Delete", "del": "Delete",
+        "escape": "Escape", "esc": "Escape", "insert": "Insert", "ins": "Insert",
+        "caps_lock": "Caps_Lock", "capslock": "Caps_Lock", "caps": "Caps_Lock",
+        "num_lock": "Num_Lock", "numlock": "Num_Lock",
+        "kp_divide": "KP_Divide", "kp_multiply": "KP_Multiply", "kp_subtract": "KP_Subtract",
+        "kp_add": "KP_Add", "kp_decimal": "KP_Decimal", "kp_equal": "KP_Equal",
+        "minus": "minus", "equal": "equal", "backslash": "backslash", "grave": "grave",
+        "bracketleft": "bracketleft", "bracket_l": "bracketleft", "l_bracket": "bracketleft",
+        "bracketright": "bracketright", "bracket_r": "bracketright",
+        "r_bracket": "bracketright", "semicolon": "semicolon", "semi": "semicolon",
+        "quote": "apostrophe", "comma": "comma", "period": "period", "slash": "slash",
+        "audio_mute": "XF86AudioMute", "mute": "XF86AudioMute",
+        "audio_vol_down": "XF86AudioLowerVolume", "voldown": "XF86AudioLowerVolume",
+        "vol_down": "XF86AudioLowerVolume", "audio_vol_up": "XF86AudioRaiseVolume",
+        "volup": "XF86AudioRaiseVolume", "vol_up": "XF86AudioRaiseVolume",
+        "audio_play": "XF86AudioPlay", "play": "XF86AudioPlay",
+        "audio_stop": "XF86AudioStop", "stop": "XF86AudioStop",
+        "audio_pause": "XF86AudioPause", "pause": "XF86AudioPause",
+        "audio_prev": "XF86AudioPrev", "audio_next": "XF86AudioNext",
+    }  # fmt: skip
+    modifiers = {
+        "Shift": ("shift",),
+        "Control": ("ctrl", "control"),
+        "Alt": ("alt",),
+        "Super": ("super", "win", "meta", "cmd", "command"),  # upstream: meta is super
+    }
+    for keysym, names in modifiers.items():
+        for name in names:
+            aliases[name] = f"{keysym}_L"
+            for side in ("l", "r"):
+                aliases[f"{name}_{side}"] = aliases[f"{side}_{name}"] = f"{keysym}_{side.upper()}"
+    return aliases
+
+
+_KEY_ALIASES = _key_aliases()
 
 
 def _xdotool_keys(text: str) -> list[str]:
-    """`text` (`ctrl+c`, `Return`, `ctrl+a Delete`) as xdotool `key` arguments."""
+    """`text` (`ctrl+c`, `Return`, `ctrl + a Delete`) as xdotool `key` arguments."""
+    combos = re.sub(r"\s*\+\s*", "+", text.strip()).split()
     return [
-        "+".join(_KEY_ALIASES.get(part.strip().lower(), part.strip()) for part in combo.split("+"))
-        for combo in text.split()
+        "+".join(_KEY_ALIASES.get(part.lower(), part) for part in combo.split("+"))
+        for combo in combos
     ]
 
 
@@ -197,9 +207,7 @@ def _coordinate(args: dict[str, Any]) -> tuple[int, int] | None:
     # Upstream takes any number; a fractional pixel is rounded rather than refused.
     x, y = (round(v) for v in value)
     if not (0 <= x < WIDTH and 0 <= y < HEIGHT):
-        raise ToolError(
-            f"Coordinates ({x}, {y}) are outside display bounds of {WIDTH}x{HEIGHT}"
-        )
+        raise ToolError(f"Coordinates ({x}, {y}) are outside display bounds of {WIDTH}x{HEIGHT}")
     return x, y
 
 
@@ -211,8 +219,9 @@ def _grab_png_pillow(display: str) -> bytes:
 
     image = ImageGrab.grab(xdisplay=display)
     out = io.BytesIO()
-    # Level 1 is ~2x faster than the default 6 for a few percent more bytes on real screens.
-    image.save(out, "PNG", compress_level=1)
+    # zlib's default level: on a screen of text ~20 ms and as small as ImageMagick's PNG;
+    # level 1 saves ~7 ms but makes it ~70% bigger, and every byte goes to the model.
+    image.save(out, "PNG", compress_level=6)
     return out.getvalue()
 
 
@@ -234,15 +243,23 @@ class _Process:
     popen: subprocess.Popen
     log_fd: int  # a memfd holding the process's stderr
 
-    def exited(self) -> bool:
-        """Whether the process ended, without reaping it (its pid stays ours until then)."""
+    def status(self) -> int | None:
+        """The exit status once the process ended (-N: killed by signal N), or None.
+
+        The process is not reaped, so its pid, which is also its process group's id, stays
+        ours: signalling the group later cannot hit a stranger that got the pid."""
         if self.popen.returncode is not None:
-            return True
+            return self.popen.returncode
         try:
             info = os.waitid(os.P_PID, self.popen.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
-        except ChildProcessError:
-            return True
-        return info is not None
+        except ChildProcessError:  # reaped by someone else
+            return self.popen.poll()
+        if info is None:
+            return None
+        return info.si_status if info.si_code == os.CLD_EXITED else -info.si_status
+
+    def exited(self) -> bool:
+        return self.status() is not None
 
     def stderr_tail(self) -> str:
         try:
@@ -253,12 +270,11 @@ class _Process:
         return data.decode("utf-8", "replace").strip()
 
     def failure(self, what: str) -> DesktopError:
-        status = ""
-        if self.exited():
-            self.popen.wait()
-            status = f" ({self.name} exited with status {self.popen.returncode})"
+        status = self.status()
+        if status is not None:
+            what += f" ({self.name} exited with status {status})"
         tail = self.stderr_tail()
-        return DesktopError(f"{what}{status}" + (f"; its output:\n{tail}" if tail else ""))
+        return DesktopError(what + (f"; its output:\n{tail}" if tail else ""))
 
 
 def _free_port() -> int:
@@ -281,6 +297,26 @@ def _private_dir(workspace: str) -> str | None:
     return None
 
 
+async def _run(argv: list[str], env: dict[str, str], timeout: float) -> tuple[int, bytes, bytes]:
+    """Run a short command: (status, stdout, stderr). OSError if it cannot be run; TimeoutError
+    (asyncio's) once it overran, killed."""
+    proc = await asyncio.create_subprocess_exec(
+        *argv,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=env,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    except BaseException:  # the deadline, or the call cancelled: leave nothing running
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await asyncio.shield(proc.wait())
+        raise
+    return proc.returncode or 0, out, err
+
+
 async def _until(check: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
     deadline = time.monotonic() + timeout
     while not check():
@@ -296,9 +332,8 @@ class Desktop:
     name = GROUP
     sets_environment = True  # the box starts this group before the kernel, which inherits DISPLAY
 
-    def __init__(self, workspace: str, width: int = WIDTH, height: int = HEIGHT) -> None:
+    def __init__(self, workspace: str) -> None:
         self.workspace = workspace
-        self.width, self.height = width, height
         self.display: str | None = None  # ":N" once Xvfb is up
         self.vnc_port: int | None = None  # set when the whole desktop is up
         self._procs: list[_Process] = []
@@ -319,7 +354,7 @@ class Desktop:
             raise
 
     async def _start(self) -> None:
-        for program in ("Xvfb", "openbox", "x11vnc", "xdotool"):
+        for program in ("Xvfb", "openbox", "x11vnc", "xdotool", "xprop"):
             if shutil.which(program) is None:
                 raise DesktopError(
                     f"the desktop needs {program}, which is not installed "
@@ -334,7 +369,7 @@ class Desktop:
             xvfb = self._spawn(
                 "Xvfb",
                 ["Xvfb", "-displayfd", str(write_fd), "-screen", "0",
-                 f"{self.width}x{self.height}x24", "-nolisten", "tcp",
+                 f"{WIDTH}x{HEIGHT}x24", "-nolisten", "tcp",
                  # A server resets when its last client leaves: not between our start-up probes.
                  "-noreset"],
                 base_env,
@@ -409,17 +444,15 @@ class Desktop:
         answered = False
         while True:
             try:
-                result = await asyncio.to_thread(
-                    subprocess.run,
-                    ["xprop", "-root", "-notype", "_NET_SUPPORTING_WM_CHECK"],
-                    env=env,
-                    capture_output=True,
-                    timeout=5,
+                status, out, _ = await _run(
+                    ["xprop", "-root", "-notype", "_NET_SUPPORTING_WM_CHECK"], env, 5
                 )
-            except (OSError, subprocess.TimeoutExpired) as e:
-                raise DesktopError(f"could not query the X server {self.display}: {e}") from None
-            answered = answered or result.returncode == 0
-            if b"window id" in result.stdout:
+            except (OSError, asyncio.TimeoutError) as e:
+                raise DesktopError(
+                    f"could not query the X server {self.display} with xprop: {e!r}"
+                ) from None
+            answered = answered or status == 0
+            if b"window id" in out:
                 return
             if wm.exited() or time.monotonic() > deadline:
                 if not answered:
@@ -455,9 +488,7 @@ class Desktop:
     async def _rfb_answers(port: int) -> bool:
         """Whether an RFB server greets on the port (not merely something listening)."""
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", port), 2
-            )
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2)
         except (OSError, asyncio.TimeoutError):
             return False
         try:
@@ -576,20 +607,12 @@ class Desktop:
         return _text(done)
 
     async def _xdotool(self, *args: str, timeout: float = XDOTOOL_TIMEOUT) -> str:
+        env = {**os.environ, "DISPLAY": self.display or ""}
         try:
-            proc = await asyncio.create_subprocess_exec(
-                "xdotool", *args,
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                env={**os.environ, "DISPLAY": self.display or ""},
-            )  # fmt: skip
+            status, out, err = await _run(["xdotool", *args], env, timeout)
         except OSError as e:
             raise ToolError(f"could not run xdotool: {e}") from None
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), timeout)
         except asyncio.TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
             raise ToolError(f"xdotool {args[0]} did not finish within {timeout:g} s") from None
         stderr = err.decode("utf-8", "replace")
         # xdotool skips an unknown key name with a warning and still exits 0.
@@ -597,8 +620,8 @@ class Desktop:
             if "No such key name" in line:
                 name = line.split("'")[1] if line.count("'") >= 2 else line
                 raise ToolError(f"Invalid key: {name}")
-        if proc.returncode != 0:
-            raise ToolError(stderr.strip() or f"xdotool exited with status {proc.returncode}")
+        if status != 0:
+            raise ToolError(stderr.strip() or f"xdotool exited with status {status}")
         return out.decode("utf-8", "replace")
 
     async def _screenshot(self) -> dict[str, Any]:
@@ -618,7 +641,7 @@ class Desktop:
                 {
                     "type": "text",
                     "text": json.dumps(
-                        {"display_width_px": self.width, "display_height_px": self.height},
+                        {"display_width_px": WIDTH, "display_height_px": HEIGHT},
                         separators=(",", ":"),
                     ),
                 },
@@ -632,21 +655,14 @@ class Desktop:
         }
 
     async def _grab_png_imagemagick(self, display: str) -> bytes:
+        argv = ["import", "-display", display, "-window", "root", "png:-"]
         try:
-            proc = await asyncio.create_subprocess_exec(
-                "import", "-display", display, "-window", "root", "png:-",
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            )  # fmt: skip
+            status, out, err = await _run(argv, dict(os.environ), XDOTOOL_TIMEOUT)
         except OSError as e:
             raise ToolError(f"cannot take a screenshot: {e}") from None
-        try:
-            out, err = await asyncio.wait_for(proc.communicate(), XDOTOOL_TIMEOUT)
         except asyncio.TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
             raise ToolError("the screenshot took too long") from None
-        if proc.returncode != 0 or not out:
+        if status != 0 or not out:
             raise ToolError(f"cannot take a screenshot: {err.decode('utf-8', 'replace').strip()}")
         return out
 
@@ -682,6 +698,12 @@ def _write_json_error(handler: tornado.web.RequestHandler, status_code: int, **k
     handler.finish(json.dumps({"detail": detail}))
 
 
+def _log_exception(handler: tornado.web.RequestHandler, typ: Any, value: Any, tb: Any) -> None:
+    if isinstance(value, tornado.web.HTTPError):
+        return  # an answer (403, 404), not a fault; the access log has it
+    tornado.web.RequestHandler.log_exception(handler, typ, value, tb)
+
+
 class _Files(tornado.web.StaticFileHandler):
     """Static files, confined to one directory (tornado refuses paths that leave it)."""
 
@@ -695,6 +717,9 @@ class _Files(tornado.web.StaticFileHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         _write_json_error(self, status_code, **kwargs)
 
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        _log_exception(self, typ, value, tb)
+
 
 class _VncBridge(tornado.websocket.WebSocketHandler):
     """Binary websocket frames to and from the desktop's x11vnc (what websockify would do)."""
@@ -703,6 +728,7 @@ class _VncBridge(tornado.websocket.WebSocketHandler):
         self._desktop = desktop
         self._token = token
         self._vnc: IOStream | None = None
+        self._pumping: asyncio.Future | None = None
 
     def prepare(self) -> None:
         _check_token(self, self._token)
@@ -710,10 +736,13 @@ class _VncBridge(tornado.websocket.WebSocketHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         _write_json_error(self, status_code, **kwargs)
 
+    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
+        _log_exception(self, typ, value, tb)
+
     def check_origin(self, origin: str) -> bool:
-        # Only the sandbox server can reach this route: it needs the box token in a header,
-        # which a browser cannot put on a websocket. The server checks the browser's request;
-        # the Origin it forwards names the server's host, never the box's.
+        # Only the sandbox server can open this websocket: it takes the box token in a header,
+        # which a browser cannot set on one. The server vets the browser's request; the Origin
+        # it passes on names the server's host, so tornado's same-host check would refuse it.
         return True
 
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
@@ -735,7 +764,7 @@ class _VncBridge(tornado.websocket.WebSocketHandler):
         vnc.set_nodelay(True)
         self.set_nodelay(True)
         self._vnc = vnc
-        asyncio.ensure_future(self._pump(vnc))
+        self._pumping = asyncio.ensure_future(self._pump(vnc))
 
     async def _pump(self, vnc: IOStream) -> None:
         try:

@@ -63,13 +63,23 @@ class BoxClient:
             raise BoxUnreachable(str(e) or type(e).__name__) from e
 
     async def healthy(self, wait_kernel: bool = False, timeout: float = 5) -> bool:
-        """Does the box answer (and, with `wait_kernel`, is its IPython kernel up)?"""
+        """Does the box answer (and, with `wait_kernel`, are its kernel and tools up)?"""
+        return await self.unhealthy_reason(wait_kernel, timeout) is None
+
+    async def unhealthy_reason(self, wait_kernel: bool = False, timeout: float = 5) -> str | None:
+        """None when the box is healthy; else why not (its own words when it answered)."""
         params = {"wait": "kernel"} if wait_kernel else None
         try:
             response = await self.request("GET", "/healthz", params=params, timeout=timeout)
-        except BoxUnreachable:
-            return False
-        return response.status_code == 200
+        except BoxUnreachable as e:
+            return f"its box does not answer ({e})"
+        if response.status_code == 200:
+            return None
+        try:
+            detail = response.json().get("detail")
+        except ValueError:
+            detail = response.text
+        return f"its box is not ready: {detail}"
 
     async def stream(
         self, method: str, path: str, params: Any, headers: dict[str, str], content: bytes | None

@@ -380,8 +380,9 @@ class SandboxManager:
         client = BoxClient(started.url, record.runtime_token, record.timeout)
         try:
             # Open the pooled connection now: the first call after a claim must not pay for it.
-            if not await client.healthy(wait_kernel=warm, timeout=60):
-                raise BackendError(f"sandbox {name} started but its box does not answer")
+            reason = await client.unhealthy_reason(wait_kernel=warm, timeout=60)
+            if reason is not None:
+                raise BackendError(f"sandbox {name} started but {reason}")
             record.bind(meta)
             await self._publish(record)
             await self._bind_session(record)
