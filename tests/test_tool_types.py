@@ -130,6 +130,10 @@ def test_browser_tools_through_the_server(tools_server: Server) -> None:
 
         stale = call(server, sid, "browser_click", element="gone", ref="e999")
         assert stale["isError"] is True
+        # The browser type is headless: no desktop behind /desktop.
+        no_desktop = requests.get(f"{server.url}/desktop/{sid}/vnc/vnc_relay.html",
+                                  params={"token": TOKEN}, timeout=30)  # fmt: skip
+        assert no_desktop.status_code == 404 and "has no desktop" in no_desktop.text
     finally:
         server.data("release", identity=sid)
 

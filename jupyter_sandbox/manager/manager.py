@@ -1065,15 +1065,26 @@ class SandboxManager:
         """GET one file of the sandbox's noVNC page; the caller streams the reply."""
         if not path.startswith("vnc/"):
             raise SandboxNotFound(f"{identity}/{path} (the desktop serves vnc/ only)")
+        await self._with_desktop(identity)
         return await self.open_proxy(identity, "GET", path, params, headers, None)
 
     async def open_desktop_socket(self, identity: str, subprotocols: list[str]) -> Any:
         """A websocket to the sandbox's VNC server (through its box)."""
+        await self._with_desktop(identity)
         record, client = await self._use(identity)
         try:
             return await client.websocket("/websockify", subprotocols=subprotocols)
         except BoxUnreachable as e:
             raise BackendError(self._unreachable(record, e)) from e
+
+    async def _with_desktop(self, identity: str) -> None:
+        record = await self._lookup(identity)
+        try:
+            tools = registry.resolve(record.sandbox_type, record.sandbox_type).tools
+        except registry.UnknownSandboxType:
+            tools = ()
+        if "desktop" not in tools:
+            raise SandboxNotFound(f"{identity} has no desktop (its type is {record.sandbox_type})")
 
     def _unreachable(self, record: SandboxRecord, error: Exception) -> str:
         status = self.backend.status(record.container_id or "") or "exited"

@@ -123,10 +123,13 @@ class SandboxRegistry:
         description: str = "",
         environment: dict[str, Any] | None = None,
         runtime_config: dict[str, Any] | None = None,
+        tools: tuple[str, ...] | list[str] = (),
+        mcp_servers: dict[str, Any] | None = None,
     ) -> Callable[[type], type]:
         """Class decorator: register `sandbox_type` (a lowercase name) served from
         `image_name` (Docker), with its own limits (`{"memory": "2g", "cpu": 1.5}`), tool-call
-        timeout in seconds, environment, and extra container settings (`runtime_config`)."""
+        timeout in seconds, environment, and extra container settings (`runtime_config`).
+        Ours only: built-in tool groups (`tools`) and `mcp_servers` its boxes start."""
 
         def decorator(target: type) -> type:
             value = getattr(sandbox_type, "value", sandbox_type)
@@ -152,6 +155,8 @@ class SandboxRegistry:
                 resource_limits=config.resource_limits,
                 runtime_config=config.runtime_config,
                 security_level=security_level,
+                tools=tools,
+                mcp_servers=mcp_servers,
             )
             for name in (canonical, f"{canonical}_async"):
                 if name not in SandboxType:

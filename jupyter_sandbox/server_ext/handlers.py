@@ -321,8 +321,8 @@ class DesktopHandler(DesktopAuthMixin, SandboxHandler):
         headers = {k: v for k, v in self.request.headers.items() if k.lower() not in HOP_BY_HOP}
         try:
             response = await self.manager.open_desktop(identity, path, [], headers)
-        except SandboxNotFound:
-            raise web.HTTPError(404, f"sandbox not found: {identity}") from None
+        except SandboxNotFound as e:
+            raise web.HTTPError(404, f"no such desktop: {e}") from None
         except BackendError as e:
             raise web.HTTPError(502, f"desktop upstream error: {e}") from None
         try:
@@ -349,8 +349,8 @@ class DesktopSocketHandler(DesktopAuthMixin, WebSocketHandler, SandboxHandler):
         subprotocols = [p.strip() for p in offered.split(",") if p.strip()]
         try:
             self.upstream = await self.manager.open_desktop_socket(identity, subprotocols)
-        except SandboxNotFound:
-            raise web.HTTPError(404, f"sandbox not found: {identity}") from None
+        except SandboxNotFound as e:
+            raise web.HTTPError(404, f"no such desktop: {e}") from None
         except BackendError as e:
             raise web.HTTPError(502, f"desktop upstream error: {e}") from None
         except StateUnavailable as e:
