@@ -142,3 +142,27 @@ def test_official_sdk_inside_jupyter_server(agentscope_python: str, tmp_path: Pa
     finally:
         proc.terminate()
         proc.wait(30)
+
+
+def test_overview_lists_pools_and_handed_out_sandboxes(server: Server) -> None:
+    """`GET /api/sandboxes` (the JupyterLab panel's view): pools with their use, sandboxes
+    handed out (not the pooled ones), newest first; authenticated like every route."""
+    assert requests.get(f"{server.url}/api/sandboxes", timeout=30).status_code == 401
+    first = server.data("create_from_pool", sandbox_type="base", meta={"session_ctx_id": "ov"})
+    second = server.data("create", sandbox_type="base")
+    try:
+        view = requests.get(f"{server.url}/api/sandboxes", headers=server.headers, timeout=30)
+        view.raise_for_status()
+        body = view.json()
+        ids = [s["id"] for s in body["sandboxes"]]
+        assert ids.index(second) < ids.index(first)  # newest first
+        entry = next(s for s in body["sandboxes"] if s["id"] == first)
+        assert entry["type"] == "base" and entry["state"] == "running"
+        assert entry["session"] == "ov" and entry["desktop"] is False
+        pool = body["pools"]["base"]
+        assert pool["target"] == 2 and pool["in_use"] >= 2
+    finally:
+        server.data("release", identity=first)
+        server.data("release", identity=second)
+    after = requests.get(f"{server.url}/api/sandboxes", headers=server.headers, timeout=30).json()
+    assert first not in [s["id"] for s in after["sandboxes"]]

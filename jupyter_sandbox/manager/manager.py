@@ -995,6 +995,33 @@ class SandboxManager:
             return tool_error(_detail(response))
         return response.text
 
+    async def overview(self) -> dict[str, Any]:
+        """Pools and handed-out sandboxes, for people (the JupyterLab panel, `%sandbox list`):
+        `{"pools": {type: {warm, target, starting, in_use}}, "sandboxes": [...]}`, newest
+        first. Released and replaced records are left out; recycled (culled) ones stay, since
+        their next use restores them."""
+        pooled = {r.container_name for pool in self.pools.values() for r in pool}
+        sandboxes = []
+        for r in await self._all_records():
+            if r.container_name in pooled or r.state in (State.RELEASED, State.REPLACED):
+                continue
+            sandboxes.append({
+                "id": r.container_name,
+                "type": r.sandbox_type,
+                "state": r.state.value,
+                "session": r.session_ctx_id,
+                "created": r.created_at,
+                "last_active": r.last_active_at,
+                "desktop": "desktop" in _tools_of(r.sandbox_type),
+            })  # fmt: skip
+        sandboxes.sort(key=lambda s: s["created"], reverse=True)
+        pools = await self.pool_status()
+        for sandbox_type, pool in pools.items():
+            pool["in_use"] = sum(
+                1 for s in sandboxes if s["type"] == sandbox_type and s["state"] != "recycled"
+            )
+        return {"pools": pools, "sandboxes": sandboxes}
+
     async def get_session_mapping(self, session_ctx_id: str) -> list[str]:
         return await self._session_names(session_ctx_id)
 
@@ -1079,11 +1106,7 @@ class SandboxManager:
 
     async def _with_desktop(self, identity: str) -> None:
         record = await self._lookup(identity)
-        try:
-            tools = registry.resolve(record.sandbox_type, record.sandbox_type).tools
-        except registry.UnknownSandboxType:
-            tools = ()
-        if "desktop" not in tools:
+        if "desktop" not in _tools_of(record.sandbox_type):
             raise SandboxNotFound(f"{identity} has no desktop (its type is {record.sandbox_type})")
 
     def _unreachable(self, record: SandboxRecord, error: Exception) -> str:
@@ -1091,6 +1114,14 @@ class SandboxManager:
         if status != "running":
             return f"Sandbox {record.container_name} is not running (status: {status})."
         return f"Sandbox {record.container_name} did not answer: {error}"
+
+
+def _tools_of(sandbox_type: str) -> tuple[str, ...]:
+    """The built-in tool groups of a type (none for a type this process does not know)."""
+    try:
+        return registry.resolve(sandbox_type, sandbox_type).tools
+    except registry.UnknownSandboxType:
+        return ()
 
 
 async def _in_thread(fn: Any, *args: Any) -> Any:

@@ -393,6 +393,16 @@ class DesktopSocketHandler(DesktopAuthMixin, WebSocketHandler, SandboxHandler):
         return True
 
 
+class OverviewHandler(SandboxHandler):
+    """`GET /api/sandboxes`: pools and handed-out sandboxes (the JupyterLab panel's view)."""
+
+    async def get(self) -> None:
+        try:
+            self.write_json(await self.manager.overview())
+        except StateUnavailable as e:
+            raise web.HTTPError(503, str(e)) from None
+
+
 def route_table(prefix: str) -> list[tuple[str, type, dict]]:
     """Handler patterns under `prefix` (`""` standalone, `"sandbox"` inside Jupyter)."""
     rpc = "|".join(f"{m}(?:_async)?" for m in RPC_METHODS)
@@ -400,6 +410,7 @@ def route_table(prefix: str) -> list[tuple[str, type, dict]]:
         (url_path_join("/", prefix, "health"), HealthHandler, {}),
         (url_path_join("/", prefix, rf"({rpc})"), RPCHandler, {}),
         (url_path_join("/", prefix, r"proxy/([^/]+)/(.*)"), ProxyHandler, {}),
+        (url_path_join("/", prefix, "api/sandboxes"), OverviewHandler, {}),
         (url_path_join("/", prefix, r"desktop/([^/]+)/(.+)"), DesktopHandler, {}),
         (url_path_join("/", prefix, r"desktop/([^/]+)/?"), DesktopSocketHandler, {}),
     ]
