@@ -317,10 +317,10 @@ def test_a_killed_container_is_reported_exited(
         ),
         (
             "gui",
-            "Xvfb :1 -screen 0 640x480x24 >/dev/null 2>&1 & sleep 1; "
+            # The sandbox's own desktop (1280x800) is up, and DISPLAY points at it.
             "xdotool getmouselocation --shell | head -2 | tr '\\n' ' '; "
-            "command -v x11vnc websockify openbox | wc -l",
-            "X=320 Y=240 3\n",
+            "command -v x11vnc xdotool openbox | wc -l",
+            "X=640 Y=400 3\n",
         ),
     ],
 )
