@@ -23,6 +23,20 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     return [{"module": "jupyter_sandbox.app", "app": SandboxApp}]
 
 
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext jupyter_sandbox`: the `%sandbox` / `%%sandbox` magics (see `.notebook`)."""
+    from .notebook.magics import load_ipython_extension as load
+
+    load(ipython)
+
+
+def unload_ipython_extension(ipython: Any) -> None:
+    """`%unload_ext jupyter_sandbox`: release the kernel's sandboxes, remove the magics."""
+    from .notebook.magics import unload_ipython_extension as unload
+
+    unload(ipython)
+
+
 def __getattr__(name: str) -> Any:
     # The SDK is imported lazily so that the server and the box do not pay for it.
     if name.startswith("_") or name == "client":
