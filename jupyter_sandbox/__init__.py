@@ -23,6 +23,11 @@ def _jupyter_server_extension_points() -> list[dict[str, Any]]:
     return [{"module": "jupyter_sandbox.app", "app": SandboxApp}]
 
 
+def _jupyter_labextension_paths() -> list[dict[str, str]]:
+    """The JupyterLab panel's built assets (for `jupyter labextension develop`)."""
+    return [{"src": "labextension", "dest": "jupyter-sandbox"}]
+
+
 def load_ipython_extension(ipython: Any) -> None:
     """`%load_ext jupyter_sandbox`: the `%sandbox` / `%%sandbox` magics (see `.notebook`)."""
     from .notebook.magics import load_ipython_extension as load
