@@ -21,5 +21,5 @@ def test_every_route_is_documented() -> None:
     for route in ("file", "files:batch", "list", "exists", "entry", "move", "mkdir"):
         assert f"/proxy/{{identity}}/workspace/{route}" in paths, route
     assert "get" in paths["/desktop/{identity}/vnc/{file}"] and "get" in paths["/desktop/{identity}"]
-    assert "get" in paths["/api/sandboxes"]
+    assert "get" in paths["/api/sandboxes"] and "get" in paths["/kernels/{identity}/channels"]
     assert spec["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"

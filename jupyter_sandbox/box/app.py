@@ -20,6 +20,7 @@ import tornado.web
 from tornado.iostream import StreamClosedError
 
 from .kernel import CellResult, IPythonKernel
+from .kernel_channels import KernelChannelsHandler
 from .mcp_servers import McpError, McpServers, describe_error
 from .shell import ShellResult, ShellRunner
 from .toolgroups import ToolGroup
@@ -451,6 +452,7 @@ def make_app(box: Box) -> tornado.web.Application:
             (r"/healthz", HealthHandler, kw),
             (r"/tools/run_shell_command", ShellHandler, kw),
             (r"/tools/run_ipython_cell", IPythonHandler, kw),
+            (r"/kernel/channels", KernelChannelsHandler, kw),
             (r"/mcp/list_tools", McpListToolsHandler, kw),
             (r"/mcp/call_tool", McpCallToolHandler, kw),
             (r"/mcp/add_servers", McpAddServersHandler, kw),

@@ -1104,6 +1104,15 @@ class SandboxManager:
         except BoxUnreachable as e:
             raise BackendError(self._unreachable(record, e)) from e
 
+    async def open_kernel_socket(self, identity: str) -> Any:
+        """A websocket to the sandbox's IPython kernel (the box's Jupyter-protocol bridge,
+        the one `run_ipython_cell` uses); renews the session's lease like any call."""
+        record, client = await self._use(identity)
+        try:
+            return await client.websocket("/kernel/channels")
+        except BoxUnreachable as e:
+            raise BackendError(self._unreachable(record, e)) from e
+
     async def _with_desktop(self, identity: str) -> None:
         record = await self._lookup(identity)
         if "desktop" not in _tools_of(record.sandbox_type):

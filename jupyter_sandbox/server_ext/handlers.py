@@ -403,6 +403,96 @@ class OverviewHandler(SandboxHandler):
             raise web.HTTPError(503, str(e)) from None
 
 
+class KernelSocketHandler(WebSocketHandler, SandboxHandler):
+    """`WS /kernels/<id>/channels`: relays a sandbox kernel's Jupyter websocket protocol
+    (jupyter_server's JSON/binary frames) to its box's `/kernel/channels`, frame by frame.
+
+    The host-side kernel proxy (`python -m jupyter_sandbox.kernels`) is the usual client.
+    Auth is the server's token (Authorization header, or `?token=` for clients that cannot
+    set headers) or, inside Jupyter, its own login; never a sandbox's password or cookie.
+    While the socket is open the sandbox's lease is renewed, so an idle notebook's sandbox
+    is not culled; once it closes, the usual heartbeat timeout applies.
+    """
+
+    upstream: WebSocketClientConnection | None = None
+    _keepalive: asyncio.Task | None = None
+    _by_token = False  # authenticated by the server's token (which no web page can send)
+
+    @property
+    def max_message_size(self) -> int:  # type: ignore[override]
+        return 2**26  # as BoxClient.websocket: cells may return large outputs
+
+    async def prepare(self) -> None:  # type: ignore[override]
+        token = self.get_query_argument("token", "")
+        if token and not self.request.headers.get("Authorization"):
+            self.request.headers["Authorization"] = f"Bearer {token}"
+        await super().prepare()
+        expected = self.sandbox_app.bearer_token
+        given = bearer_from_header(self.request.headers.get("Authorization"))
+        self._by_token = bool(expected) and token_matches(given, expected)
+
+    def check_origin(self, origin: str) -> bool:
+        # A web page can open a websocket to any host, with the browser's cookies and without
+        # a preflight: unless the server's token came with it, Jupyter's origin check applies
+        # (Jupyter logins by cookie, and a server without a token).
+        return self._by_token or JupyterHandler.check_origin(self)
+
+    async def get(self, identity: str) -> None:  # type: ignore[override]
+        # Connect upstream before upgrading, so failures are plain HTTP statuses.
+        try:
+            self.upstream = await self.manager.open_kernel_socket(identity)
+        except SandboxNotFound as e:
+            raise web.HTTPError(404, f"no such sandbox: {e}") from None
+        except InvalidRequest as e:
+            raise web.HTTPError(400, str(e)) from None
+        except BackendError as e:
+            raise web.HTTPError(502, f"kernel upstream error: {e}") from None
+        except StateUnavailable as e:
+            raise web.HTTPError(503, str(e)) from None
+        await super().get(identity)
+        if self.ws_connection is None and self.upstream is not None:
+            self.upstream.close()  # the upgrade was refused (bad origin, not a websocket)
+
+    def open(self, identity: str) -> None:  # type: ignore[override]
+        asyncio.ensure_future(self._pump())
+        timeout = self.manager.settings.heartbeat_timeout
+        if timeout > 0:
+            self._keepalive = asyncio.ensure_future(self._renew(identity, min(60.0, timeout / 3)))
+
+    async def _renew(self, identity: str, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.manager.check_health(identity)  # goes through the lease
+            except Exception as e:
+                self.log.debug("renewing the lease of %s failed: %s", identity, e)
+
+    async def _pump(self) -> None:
+        assert self.upstream is not None
+        while True:
+            message = await self.upstream.read_message()
+            if message is None:
+                break
+            try:
+                await self.write_message(message, binary=isinstance(message, bytes))
+            except WebSocketClosedError:
+                break
+        self.close()
+
+    async def on_message(self, message: str | bytes) -> None:
+        if self.upstream is not None:
+            try:
+                await self.upstream.write_message(message, binary=isinstance(message, bytes))
+            except WebSocketClosedError:
+                self.close()
+
+    def on_close(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+        if self.upstream is not None:
+            self.upstream.close()
+
+
 def route_table(prefix: str) -> list[tuple[str, type, dict]]:
     """Handler patterns under `prefix` (`""` standalone, `"sandbox"` inside Jupyter)."""
     rpc = "|".join(f"{m}(?:_async)?" for m in RPC_METHODS)
@@ -413,4 +503,5 @@ def route_table(prefix: str) -> list[tuple[str, type, dict]]:
         (url_path_join("/", prefix, "api/sandboxes"), OverviewHandler, {}),
         (url_path_join("/", prefix, r"desktop/([^/]+)/(.+)"), DesktopHandler, {}),
         (url_path_join("/", prefix, r"desktop/([^/]+)/?"), DesktopSocketHandler, {}),
+        (url_path_join("/", prefix, r"kernels/([^/]+)/channels"), KernelSocketHandler, {}),
     ]
