@@ -64,6 +64,7 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
         "--SandboxApp.pool_size=1", "--SandboxApp.call_timeout=30",
         f"--SandboxApp.mount_dir={tmp / 'mounts'}",
         f"--LocalBackend.state_dir={tmp / 'state'}",
+        "--LabApp.expose_app_in_browser=True",  # the notebook test runs cells by command
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(("JUPYTER_SANDBOX", "PYTEST"))}
     env.update(
@@ -284,3 +285,42 @@ def test_browser_and_desktop_views(page, lab: Server) -> None:
                 f"{lab.url}/sandbox/release", json={"identity": identity}, headers=headers,
                 timeout=60,
             )  # fmt: skip
+
+
+def test_magics_and_widgets_in_a_lab_notebook(page, lab: Server) -> None:
+    """A notebook kernel started by this JupyterLab finds the server by itself (its runtime
+    file and token), `%sandbox open` makes a sandbox, and its card renders as live ipywidgets
+    in the page. Screenshot: widgets.png."""
+    import nbformat
+
+    notebook = nbformat.v4.new_notebook()
+    notebook.metadata["kernelspec"] = {
+        "name": "python3", "display_name": "Python 3 (ipykernel)", "language": "python"
+    }  # fmt: skip
+    notebook.cells = [
+        nbformat.v4.new_code_cell("%load_ext jupyter_sandbox"),
+        nbformat.v4.new_code_cell("%sandbox open base --name demo"),
+        nbformat.v4.new_code_cell("%sandbox run demo -- echo from-the-sandbox"),
+    ]
+    nbformat.write(notebook, lab.cwd / "widgets.ipynb")
+    before = {s["id"] for s in overview(lab)["sandboxes"]}
+    page.goto(f"{lab.url}/lab/tree/widgets.ipynb?token={TOKEN}", timeout=LAB_TIMEOUT * 1000)
+    page.locator(".jp-Notebook").wait_for(state="visible", timeout=LAB_TIMEOUT * 1000)
+    deadline = time.monotonic() + LAB_TIMEOUT
+    while not any(  # the notebook's kernel is up
+        s["kernel"]["execution_state"] == "idle"
+        for s in requests.get(f"{lab.url}/api/sessions", params={"token": TOKEN}, timeout=10).json()
+    ):
+        assert time.monotonic() < deadline, "the notebook's kernel did not start"
+        time.sleep(0.5)
+    page.evaluate("window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    outputs = page.locator(".jp-OutputArea-output")
+    expect(outputs.filter(has_text="from-the-sandbox")).to_have_count(1, timeout=ACTION_TIMEOUT)
+    created = [s for s in overview(lab)["sandboxes"] if s["id"] not in before]
+    assert len(created) == 1, created
+    card = page.locator(".jp-OutputArea-output .jupyter-widgets")
+    expect(card.filter(has_text=created[0]["id"]).first).to_be_visible()
+    expect(page.locator(".jp-OutputArea-output .jupyter-widgets button",
+                        has_text="Release").first).to_be_visible()  # fmt: skip
+    page.screenshot(path=str(ARTIFACTS / "widgets.png"))
+    page.evaluate("window.jupyterapp.commands.execute('kernelmenu:shutdown')")
