@@ -183,6 +183,12 @@ class IPythonKernel:
     def pid(self) -> int | None:
         return getattr(self._km.provisioner, "pid", None) if self._km else None
 
+    @property
+    def ready_manager(self) -> AsyncKernelManager | None:
+        """The current kernel's manager once it answered (None while it (re)starts). It is
+        replaced on every restart, so holders (the notebook bridge) compare identities."""
+        return self._km if self._km is not None and self._pumps else None
+
     # -- lifecycle ---------------------------------------------------------------------------
 
     def start_soon(self) -> None:

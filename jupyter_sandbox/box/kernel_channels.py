@@ -26,7 +26,7 @@ Auth is the box's bearer token in the Authorization header, as every other box r
 sandbox server can open this socket. Several clients may be connected at once.
 
 The bridge follows :class:`~jupyter_sandbox.box.kernel.IPythonKernel`'s current kernel manager
-through its private ``_km`` and ``_pumps`` attributes (see :func:`_kernel_manager`).
+(``IPythonKernel.ready_manager``), which changes on every restart.
 """
 
 from __future__ import annotations
@@ -108,16 +108,6 @@ def decode_frame(frame: str | bytes) -> dict[str, Any]:
 # -- the bridge ------------------------------------------------------------------------------
 
 
-def _kernel_manager(kernel: Any) -> Any:
-    """The box kernel's current (ready) AsyncKernelManager, or None while it (re)starts.
-
-    IPythonKernel replaces its manager on every restart and sets its pumps once the kernel
-    answered kernel_info, so a manager with pumps is a ready one.
-    """
-    km = getattr(kernel, "_km", None)
-    return km if km is not None and getattr(kernel, "_pumps", None) else None
-
-
 class KernelBridge:
     """One websocket's client on the box's kernel; `send` writes a frame to the websocket."""
 
@@ -138,7 +128,7 @@ class KernelBridge:
         self._watcher = asyncio.ensure_future(self._watch())
 
     async def _wait_manager(self) -> Any:
-        while (km := _kernel_manager(self.kernel)) is None:
+        while (km := self.kernel.ready_manager) is None:
             if self._closed:
                 raise asyncio.CancelledError
             await asyncio.sleep(WATCH_INTERVAL)
@@ -189,7 +179,7 @@ class KernelBridge:
         """Follow the box's kernel restarts (crash, or a client's shutdown_request)."""
         while not self._closed:
             await asyncio.sleep(WATCH_INTERVAL)
-            if getattr(self.kernel, "_km", None) is self._km and self._kc is not None:
+            if self.kernel.ready_manager is self._km and self._kc is not None:
                 continue
             log.info("the kernel was restarted; reconnecting a notebook's channels")
             await self._disconnect()
