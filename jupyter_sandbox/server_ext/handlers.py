@@ -337,29 +337,31 @@ class DesktopHandler(DesktopAuthMixin, SandboxHandler):
             await response.aclose()
 
 
-class DesktopSocketHandler(DesktopAuthMixin, WebSocketHandler, SandboxHandler):
-    """`WS /desktop/<id>`: relays noVNC's websocket to the sandbox's VNC server, frame by
-    frame, binary as binary (upstream turns VNC's binary frames into text, issue #371)."""
+class RelaySocketHandler(WebSocketHandler, SandboxHandler):
+    """A websocket relayed frame by frame to one of a sandbox's box sockets, binary frames as
+    binary. The upstream socket is opened before the upgrade, so that failures are plain HTTP
+    statuses; either side closing closes the other."""
 
     upstream: WebSocketClientConnection | None = None
+    not_found = "no such sandbox"
+
+    async def open_upstream(self, identity: str) -> WebSocketClientConnection:
+        raise NotImplementedError
 
     async def get(self, identity: str) -> None:  # type: ignore[override]
-        # Connect upstream before upgrading, so failures are plain HTTP statuses.
-        offered = self.request.headers.get("Sec-WebSocket-Protocol", "")
-        subprotocols = [p.strip() for p in offered.split(",") if p.strip()]
         try:
-            self.upstream = await self.manager.open_desktop_socket(identity, subprotocols)
+            self.upstream = await self.open_upstream(identity)
         except SandboxNotFound as e:
-            raise web.HTTPError(404, f"no such desktop: {e}") from None
+            raise web.HTTPError(404, f"{self.not_found}: {e}") from None
+        except InvalidRequest as e:
+            raise web.HTTPError(400, str(e)) from None
         except BackendError as e:
-            raise web.HTTPError(502, f"desktop upstream error: {e}") from None
+            raise web.HTTPError(502, f"upstream error: {e}") from None
         except StateUnavailable as e:
             raise web.HTTPError(503, str(e)) from None
         await super().get(identity)
-
-    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
-        chosen = self.upstream.selected_subprotocol if self.upstream else None
-        return chosen if chosen in subprotocols else None
+        if self.ws_connection is None and self.upstream is not None:
+            self.upstream.close()  # the upgrade was refused (bad origin, not a websocket)
 
     def open(self, identity: str) -> None:  # type: ignore[override]
         asyncio.ensure_future(self._pump())
@@ -387,6 +389,22 @@ class DesktopSocketHandler(DesktopAuthMixin, WebSocketHandler, SandboxHandler):
         if self.upstream is not None:
             self.upstream.close()
 
+
+class DesktopSocketHandler(DesktopAuthMixin, RelaySocketHandler):
+    """`WS /desktop/<id>`: noVNC's websocket to the sandbox's VNC server (upstream relays
+    VNC's binary frames as text, issue #371)."""
+
+    not_found = "no such desktop"
+
+    async def open_upstream(self, identity: str) -> WebSocketClientConnection:
+        offered = self.request.headers.get("Sec-WebSocket-Protocol", "")
+        subprotocols = [p.strip() for p in offered.split(",") if p.strip()]
+        return await self.manager.open_desktop_socket(identity, subprotocols)
+
+    def select_subprotocol(self, subprotocols: list[str]) -> str | None:
+        chosen = self.upstream.selected_subprotocol if self.upstream else None
+        return chosen if chosen in subprotocols else None
+
     def check_origin(self, origin: str) -> bool:
         # A token or the sandbox's cookie (SameSite=Strict) is required anyway; the page
         # embedding the desktop may be a notebook on another origin.
@@ -403,7 +421,7 @@ class OverviewHandler(SandboxHandler):
             raise web.HTTPError(503, str(e)) from None
 
 
-class KernelSocketHandler(WebSocketHandler, SandboxHandler):
+class KernelSocketHandler(RelaySocketHandler):
     """`WS /kernels/<id>/channels`: relays a sandbox kernel's Jupyter websocket protocol
     (jupyter_server's JSON/binary frames) to its box's `/kernel/channels`, frame by frame.
 
@@ -414,7 +432,6 @@ class KernelSocketHandler(WebSocketHandler, SandboxHandler):
     is not culled; once it closes, the usual heartbeat timeout applies.
     """
 
-    upstream: WebSocketClientConnection | None = None
     _keepalive: asyncio.Task | None = None
     _by_token = False  # authenticated by the server's token (which no web page can send)
 
@@ -437,24 +454,11 @@ class KernelSocketHandler(WebSocketHandler, SandboxHandler):
         # (Jupyter logins by cookie, and a server without a token).
         return self._by_token or JupyterHandler.check_origin(self)
 
-    async def get(self, identity: str) -> None:  # type: ignore[override]
-        # Connect upstream before upgrading, so failures are plain HTTP statuses.
-        try:
-            self.upstream = await self.manager.open_kernel_socket(identity)
-        except SandboxNotFound as e:
-            raise web.HTTPError(404, f"no such sandbox: {e}") from None
-        except InvalidRequest as e:
-            raise web.HTTPError(400, str(e)) from None
-        except BackendError as e:
-            raise web.HTTPError(502, f"kernel upstream error: {e}") from None
-        except StateUnavailable as e:
-            raise web.HTTPError(503, str(e)) from None
-        await super().get(identity)
-        if self.ws_connection is None and self.upstream is not None:
-            self.upstream.close()  # the upgrade was refused (bad origin, not a websocket)
+    async def open_upstream(self, identity: str) -> WebSocketClientConnection:
+        return await self.manager.open_kernel_socket(identity)
 
     def open(self, identity: str) -> None:  # type: ignore[override]
-        asyncio.ensure_future(self._pump())
+        super().open(identity)
         timeout = self.manager.settings.heartbeat_timeout
         if timeout > 0:
             self._keepalive = asyncio.ensure_future(self._renew(identity, min(60.0, timeout / 3)))
@@ -467,30 +471,10 @@ class KernelSocketHandler(WebSocketHandler, SandboxHandler):
             except Exception as e:
                 self.log.debug("renewing the lease of %s failed: %s", identity, e)
 
-    async def _pump(self) -> None:
-        assert self.upstream is not None
-        while True:
-            message = await self.upstream.read_message()
-            if message is None:
-                break
-            try:
-                await self.write_message(message, binary=isinstance(message, bytes))
-            except WebSocketClosedError:
-                break
-        self.close()
-
-    async def on_message(self, message: str | bytes) -> None:
-        if self.upstream is not None:
-            try:
-                await self.upstream.write_message(message, binary=isinstance(message, bytes))
-            except WebSocketClosedError:
-                self.close()
-
     def on_close(self) -> None:
         if self._keepalive is not None:
             self._keepalive.cancel()
-        if self.upstream is not None:
-            self.upstream.close()
+        super().on_close()
 
 
 def route_table(prefix: str) -> list[tuple[str, type, dict]]:
