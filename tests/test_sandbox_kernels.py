@@ -105,7 +105,9 @@ def run(kc: Any, code: str, timeout: float = TIMEOUT) -> tuple[dict, str, list[d
 def sandbox_of(kc: Any) -> str:
     msg_id = kc.kernel_info()
     reply = kc.get_shell_msg(timeout=TIMEOUT)
-    assert reply["parent_header"]["msg_id"] == msg_id
+    # `wait_for_ready` may have sent several kernel_info requests: skip their late replies.
+    while reply["parent_header"]["msg_id"] != msg_id:
+        reply = kc.get_shell_msg(timeout=TIMEOUT)
     info = reply["content"]["jupyter_sandbox"]
     assert info["sandbox_type"] == "base"
     return info["sandbox_id"]

@@ -41,6 +41,8 @@ from playwright.async_api import (
 )
 from playwright.async_api import Error as PlaywrightError
 
+from .toolgroups import function_schema
+
 GROUP = "browser"
 
 VIEWPORT = {"width": 1024, "height": 768}
@@ -91,18 +93,7 @@ class Tool:
     uses_page: bool = True  # False: works (and is allowed) whatever state the page is in
 
     def schema(self, name: str) -> dict[str, Any]:
-        return {
-            "type": "function",
-            "function": {
-                "name": name,
-                "description": self.description,
-                "parameters": {
-                    "type": "object",
-                    "properties": self.properties,
-                    "required": list(self.required),
-                },
-            },
-        }
+        return function_schema(name, self.description, self.properties, self.required)
 
 
 @dataclass(eq=False)

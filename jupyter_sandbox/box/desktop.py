@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import hmac
 import io
 import json
 import logging
@@ -38,6 +37,8 @@ import tornado.web
 import tornado.websocket
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.tcpclient import TCPClient
+
+from .auth import BoxTokenMixin
 
 log = logging.getLogger(__name__)
 
@@ -677,73 +678,22 @@ class Desktop:
         ]
 
 
-def _check_token(handler: tornado.web.RequestHandler, token: str) -> None:
-    # As the box's other routes: the first Authorization header, `Bearer <token>`; no query.
-    values = handler.request.headers.get_list("Authorization")
-    header = values[0] if values else ""
-    given = header[len("Bearer ") :] if header.startswith("Bearer ") else ""
-    if not (
-        header.startswith("Bearer ")
-        and hmac.compare_digest(given.encode("utf-8", "surrogateescape"), token.encode("utf-8"))
-    ):
-        raise tornado.web.HTTPError(403, "Missing or invalid authorization header")
-
-
-def _write_json_error(handler: tornado.web.RequestHandler, status_code: int, **kwargs: Any) -> None:
-    exc = kwargs.get("exc_info", (None, None, None))[1]
-    detail = handler._reason
-    if isinstance(exc, tornado.web.HTTPError) and exc.log_message:
-        detail = exc.log_message % exc.args if exc.args else exc.log_message
-    handler.set_header("Content-Type", "application/json")
-    handler.finish(json.dumps({"detail": detail}))
-
-
-def _log_exception(handler: tornado.web.RequestHandler, typ: Any, value: Any, tb: Any) -> None:
-    if isinstance(value, tornado.web.HTTPError):
-        return  # an answer (403, 404), not a fault; the access log has it
-    tornado.web.RequestHandler.log_exception(handler, typ, value, tb)
-
-
-class _Files(tornado.web.StaticFileHandler):
+class _Files(BoxTokenMixin, tornado.web.StaticFileHandler):
     """Static files, confined to one directory (tornado refuses paths that leave it)."""
 
     def initialize(self, path: str, token: str) -> None:  # type: ignore[override]
         super().initialize(path)
-        self._token = token
-
-    def prepare(self) -> None:
-        _check_token(self, self._token)
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        _write_json_error(self, status_code, **kwargs)
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        _log_exception(self, typ, value, tb)
+        self.box_token = token
 
 
-class _VncBridge(tornado.websocket.WebSocketHandler):
+class _VncBridge(BoxTokenMixin, tornado.websocket.WebSocketHandler):
     """Binary websocket frames to and from the desktop's x11vnc (what websockify would do)."""
 
     def initialize(self, desktop: Desktop, token: str) -> None:
         self._desktop = desktop
-        self._token = token
+        self.box_token = token
         self._vnc: IOStream | None = None
         self._pumping: asyncio.Future | None = None
-
-    def prepare(self) -> None:
-        _check_token(self, self._token)
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        _write_json_error(self, status_code, **kwargs)
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        _log_exception(self, typ, value, tb)
-
-    def check_origin(self, origin: str) -> bool:
-        # Only the sandbox server can open this websocket: it takes the box token in a header,
-        # which a browser cannot set on one. The server vets the browser's request; the Origin
-        # it passes on names the server's host, so tornado's same-host check would refuse it.
-        return True
 
     def select_subprotocol(self, subprotocols: list[str]) -> str | None:
         return "binary" if "binary" in subprotocols else None

@@ -22,6 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from .toolgroups import function_schema
+
 GROUP = "filesystem"
 
 
@@ -37,18 +39,7 @@ class Tool:
     run: Callable[[FsTools, dict[str, Any]], str]
 
     def schema(self, name: str) -> dict[str, Any]:
-        return {
-            "type": "function",
-            "function": {
-                "name": name,
-                "description": self.description,
-                "parameters": {
-                    "type": "object",
-                    "properties": self.properties,
-                    "required": list(self.required),
-                },
-            },
-        }
+        return function_schema(name, self.description, self.properties, self.required)
 
 
 def _text(text: str, error: bool = False) -> dict[str, Any]:

@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
 import struct
@@ -43,6 +42,8 @@ import tornado.web
 import tornado.websocket
 from jupyter_client.jsonutil import json_default
 from jupyter_client.session import Session
+
+from .auth import BoxTokenMixin
 
 log = logging.getLogger(__name__)
 
@@ -259,43 +260,14 @@ class KernelBridge:
         await self._disconnect()
 
 
-class KernelChannelsHandler(tornado.websocket.WebSocketHandler):
+class KernelChannelsHandler(BoxTokenMixin, tornado.websocket.WebSocketHandler):
     """``WS /kernel/channels``: a :class:`KernelBridge` per connection; box token required."""
 
     def initialize(self, box: Any) -> None:
         self.box = box
+        self.box_token = box.token
         self._bridge: KernelBridge | None = None
         self._closing: asyncio.Future | None = None
-
-    def prepare(self) -> None:
-        values = self.request.headers.get_list("Authorization")
-        header = values[0] if values else ""
-        given = header[len("Bearer ") :] if header.startswith("Bearer ") else ""
-        if not (
-            header.startswith("Bearer ")
-            and hmac.compare_digest(
-                given.encode("utf-8", "surrogateescape"), self.box.token.encode("utf-8")
-            )
-        ):
-            raise tornado.web.HTTPError(403, "Missing or invalid authorization header")
-
-    def write_error(self, status_code: int, **kwargs: Any) -> None:
-        exc = kwargs.get("exc_info", (None, None, None))[1]
-        detail = self._reason
-        if isinstance(exc, tornado.web.HTTPError) and exc.log_message:
-            detail = exc.log_message % exc.args if exc.args else exc.log_message
-        self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"detail": detail}))
-
-    def log_exception(self, typ: Any, value: Any, tb: Any) -> None:
-        if isinstance(value, tornado.web.HTTPError):
-            return
-        super().log_exception(typ, value, tb)
-
-    def check_origin(self, origin: str) -> bool:
-        # The box token comes in a header, which a browser cannot set on a websocket: only
-        # the sandbox server opens this, passing on an Origin that names its own host.
-        return True
 
     @property
     def max_message_size(self) -> int:

@@ -37,6 +37,20 @@ class ToolGroup(Protocol):
 BUILTIN = ("filesystem", "browser", "desktop")
 
 
+def function_schema(
+    name: str, description: str, properties: dict[str, Any], required: tuple[str, ...]
+) -> dict[str, Any]:
+    """A tool's `json_schema` as `list_tools` reports it (an OpenAI-style function)."""
+    return {
+        "type": "function",
+        "function": {
+            "name": name,
+            "description": description,
+            "parameters": {"type": "object", "properties": properties, "required": list(required)},
+        },
+    }
+
+
 def make_group(name: str, workspace: str, read_only: tuple[str, ...]) -> ToolGroup:
     """The built-in group called `name` (imported on use: a base box loads none of them)."""
     if name == "filesystem":
