@@ -2,14 +2,15 @@
 
     .venv/bin/python benchmarks/bench_core.py [--n 200] [--backends local,docker] [--peer]
 
-For each backend (`local`, `docker`, and `docker_paused`: docker with pool containers paused
-until claimed), measures through the official AgentScope SDK and through ours, against a real
-`jupyter sandbox-server` with a pool of 2: `with BaseSandbox()` + first
-`run_shell_command("true")` on a warm pool, `run_shell_command("true")`,
-`run_ipython_cell("1+1")`; then cold create to ready (pool 0) and the idle memory of a base
-sandbox (RSS and PSS of its box and kernel). Ratios of each backend over `local` come from
-the same run. With `--peer`, the official AgentScope server (../shared/peer, its containers
-replaced by plain processes) is measured too.
+For each backend (`local`, `docker`, `docker_paused`: docker with pool containers paused
+until claimed, and `kubernetes`: pods on the cluster of $KUBECONFIG), measures through the
+official AgentScope SDK and through ours, against a real `jupyter sandbox-server` with a pool
+of 2: `with BaseSandbox()` + first `run_shell_command("true")` on a warm pool,
+`run_shell_command("true")`, `run_ipython_cell("1+1")`; then cold create to ready (pool 0),
+the idle memory of a base sandbox (RSS and PSS of its box and kernel) and the rate at which an
+empty pool of 6 fills. Ratios of each backend over `local` come from the same run. With
+`--peer`, the official AgentScope server (../shared/peer, its containers replaced by plain
+processes) is measured too.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import requests
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
-from tests.conftest import start_server, stop_server  # noqa: E402
+from tests.conftest import start_server, stop_server, wait_healthy  # noqa: E402
 
 CLIENT = r"""
 import json, os, sys, time
@@ -83,10 +84,21 @@ def run_client(python: str, kind: str, url: str, token: str, n: int) -> dict:
     return {k: summary(v) for k, v in json.loads(out.stdout.splitlines()[-1]).items()}
 
 
+KUBECONFIG = os.environ.get("KUBECONFIG") or "/tmp/ci-k8s/run/admin.kubeconfig"
 BACKEND_ARGS = {
     "local": [],
     "docker": ["--SandboxApp.backend=docker"],
     "docker_paused": ["--SandboxApp.backend=docker", "--DockerBackend.pause_pool=True"],
+    # Pods on the cluster of $KUBECONFIG (default: ../shared/k8s/k8s-up.sh's), reached at
+    # their pod IP, images from the node's Docker engine.
+    "kubernetes": [
+        "--SandboxApp.backend=kubernetes",
+        f"--KubernetesBackend.kubeconfig={KUBECONFIG}",
+        "--KubernetesBackend.namespace="
+        + os.environ.get("JUPYTER_SANDBOX_TEST_NAMESPACE", "jupyter-sandbox-test"),
+        "--KubernetesBackend.image_pull_policy="
+        + os.environ.get("JUPYTER_SANDBOX_TEST_PULL_POLICY", "Never"),
+    ],
 }
 
 
@@ -104,9 +116,31 @@ def cold_create(tmp: Path, n: int, backend_args: list[str]) -> dict:
         stop_server(server)
 
 
+def refill_rate(tmp: Path, backend_args: list[str], size: int = 6) -> dict:
+    """Sandboxes per second while a pool of `size` fills from empty (the server's
+    refill_concurrency bounds how many start at once)."""
+    server = start_server(tmp / "refill", *backend_args, f"--SandboxApp.pool_size={size}",
+                          wait=False)  # fmt: skip
+    try:
+        wait_healthy(server, pools=False, timeout=120)
+        t = time.perf_counter()
+        wait_healthy(server, timeout=600)
+        elapsed = time.perf_counter() - t
+        return {"pool_size": size, "seconds": round(elapsed, 2),
+                "sandboxes_per_s": round(size / elapsed, 2)}  # fmt: skip
+    finally:
+        stop_server(server)
+
+
 def sandbox_processes(backend: str, sid: str, container_id: str) -> list[int]:
     if backend == "local":
         procs = Path("/sys/fs/cgroup/memory/jupyter-sandbox") / sid / "cgroup.procs"
+    elif backend == "kubernetes":  # dockershim names the box container k8s_box_<pod>_...
+        docker_id = subprocess.run(
+            ["docker", "ps", "-q", "--no-trunc", "--filter", f"name=^k8s_box_{container_id}_"],
+            capture_output=True, text=True, check=True,
+        ).stdout.split()[0]  # fmt: skip
+        (procs,) = Path("/sys/fs/cgroup/memory/kubepods").glob(f"**/{docker_id}/cgroup.procs")
     else:  # Docker's cgroupfs driver
         procs = Path("/sys/fs/cgroup/memory/docker") / container_id / "cgroup.procs"
     return [int(p) for p in procs.read_text().split()]
@@ -128,7 +162,7 @@ def idle_memory(tmp: Path, backend: str, backend_args: list[str]) -> dict:
             field = {line.split(":")[0]: int(line.split()[1]) for line in rollup[1:]}
             rss[name], pss[name] = round(field["Rss"] / 1024, 1), round(field["Pss"] / 1024, 1)
         # bwrap's two small processes and Docker's init are the jail, not the payload.
-        payload = [k for k in rss if not k.startswith(("bwrap", "docker-init"))]
+        payload = [k for k in rss if not k.startswith(("bwrap", "docker-init", "pause"))]
         return {
             "box_plus_kernel_rss_mb": round(sum(rss[k] for k in payload), 1),
             "box_plus_kernel_pss_mb": round(sum(pss[k] for k in payload), 1),
@@ -164,6 +198,7 @@ def measure_backend(tmp: Path, backend: str, official: str, n: int) -> dict:
     if backend != "docker_paused":  # the same containers as `docker`, only parked differently
         result["cold_create_to_ready"] = cold_create(tmp, 20, backend_args)
         result["idle_base_sandbox"] = idle_memory(tmp, backend, backend_args)
+        result["pool_refill"] = refill_rate(tmp, backend_args)
     return result
 
 

@@ -1,7 +1,8 @@
 """SandboxApp: the Jupyter Server extension and the `jupyter sandbox-server` command.
 
 Every setting of the AgentScope `.env` is a trait here (`--SandboxApp.pool_size=10`, or
-`c.SandboxApp.pool_size = 10` in `jupyter_sandbox_server_config.py` / `jupyter_server_config.py`),
+`c.SandboxApp.pool_size = 10` in `jupyter_server_config.py`, or standalone also
+`jupyter_jupyter_sandbox_config.py`),
 and `--config custom.env` imports a seed `.env` file. Standalone, the wire routes are served at
 the root on 127.0.0.1:8000; inside `jupyter server`/`jupyter lab` under `{base_url}sandbox/`.
 """
@@ -42,6 +43,7 @@ from traitlets import (
 from . import __version__, envfile
 from .backends import Backend, BackendUnavailable, Limits, parse_size
 from .backends.docker import DockerBackend
+from .backends.kubernetes import KubernetesBackend
 from .backends.local import LocalBackend
 from .extensions import ExtensionError, load_extension
 from .manager import ManagerSettings, SandboxManager, registry
@@ -159,7 +161,7 @@ class SandboxApp(ExtensionApp):
     load_other_extensions = False
     serverapp_class = SandboxServerApp
     # Their traits show in --help-all and take --LocalBackend.x, --S3Storage.x, ….
-    classes = [LocalBackend, DockerBackend, S3Storage, OSSStorage]
+    classes = [LocalBackend, DockerBackend, KubernetesBackend, S3Storage, OSSStorage]
     extension_url = "/health"
     default_url = "/health"
 
@@ -266,8 +268,9 @@ class SandboxApp(ExtensionApp):
         default_value="local",
         config=True,
         help="Where sandboxes run (seed CONTAINER_DEPLOYMENT): 'local' (bubblewrap jails on "
-        "this machine, no image) or 'docker' (containers from the runtime-sandbox-<type> "
-        "images; see DockerBackend); 'kubernetes' arrives in a later version.",
+        "this machine, no image), 'docker' (containers from the runtime-sandbox-<type> "
+        "images; see DockerBackend) or 'kubernetes', alias 'k8s' (pods from the same images; "
+        "see KubernetesBackend).",
     )
     image_registry = Unicode(
         config=True,
@@ -486,11 +489,6 @@ class SandboxApp(ExtensionApp):
                 self._fail("SandboxApp.workers > 1 works with `jupyter sandbox-server` only")
             if not self.serverapp.port:
                 self._fail("SandboxApp.workers > 1 needs a fixed --port (not 0)")
-        if self.backend not in ("local", "docker"):
-            self._fail(
-                f"SandboxApp.backend={self.backend!r} is not available in this version; "
-                "use 'local' (bubblewrap) or 'docker'."
-            )
         unknown = [t for t in self.sandbox_types if not registry.is_known(t)]
         if unknown or not self.sandbox_types:
             named = ", ".join(unknown) or "(none given)"
@@ -512,15 +510,26 @@ class SandboxApp(ExtensionApp):
 
     def _make_backend(self) -> Backend:
         backend: Backend
-        if self.backend == "docker":
-            backend = DockerBackend(
-                parent=self,
-                server_id=self.server_id,
-                port_range=tuple(self.port_range),
-                log=self.log,
-            )
-        else:
-            backend = LocalBackend(parent=self, server_id=self.server_id, log=self.log)
+        try:
+            if self.backend == "docker":
+                backend = DockerBackend(
+                    parent=self,
+                    server_id=self.server_id,
+                    port_range=tuple(self.port_range),
+                    log=self.log,
+                )
+            elif self.backend in ("kubernetes", "k8s"):
+                backend = KubernetesBackend(
+                    parent=self,
+                    server_id=self.server_id,
+                    container_prefix=self.container_prefix,
+                    log=self.log,
+                )
+            else:
+                backend = LocalBackend(parent=self, server_id=self.server_id, log=self.log)
+        except (TraitError, ValueError) as e:  # e.g. a backend trait given two values
+            self._fail(f"bad setting: {e}")
+            raise
         if isinstance(backend, DockerBackend) and backend.access == "port" and not self.network:
             self._fail(
                 "DockerBackend.access='port' needs SandboxApp.network: the engine publishes "

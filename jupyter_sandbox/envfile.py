@@ -90,6 +90,8 @@ MAPPING: dict[str, tuple[str, str, Any]] = {
     "RUNTIME_SANDBOX_REGISTRY": ("SandboxApp", "image_registry", str),
     "RUNTIME_SANDBOX_IMAGE_NAMESPACE": ("SandboxApp", "image_namespace", str),
     "RUNTIME_SANDBOX_IMAGE_TAG": ("SandboxApp", "image_tag", str),
+    "K8S_NAMESPACE": ("KubernetesBackend", "namespace", str),
+    "KUBECONFIG_PATH": ("KubernetesBackend", "kubeconfig", str),
 }
 
 # The seed's Redis settings, combined into SandboxApp.redis_url when REDIS_ENABLED is true.
@@ -97,7 +99,7 @@ REDIS_PARTS = {
     "REDIS_ENABLED", "REDIS_SERVER", "REDIS_PORT", "REDIS_DB", "REDIS_USER", "REDIS_PASSWORD",
 }  # fmt: skip
 # Accepted, understood, but served by later work: reported "not yet", never an error.
-NOT_YET = {"HEARTBEAT_LOCK_TTL", "K8S_NAMESPACE", "KUBECONFIG_PATH"}
+NOT_YET = {"HEARTBEAT_LOCK_TTL"}
 # Passed to the process environment (the client timeout of SDKs run by this process).
 ENVIRONMENT = {"RUNTIME_SANDBOX_TIMEOUT"}
 # Cloud backends of the seed that this project does not offer.

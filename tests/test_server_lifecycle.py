@@ -91,7 +91,10 @@ def test_help_all_documents_every_trait() -> None:
         (["--ip=*"], "without a token"),
         (["--LocalBackend.bwrap_path=/nonexistent/bwrap"], "apt-get install bubblewrap"),
         (["--SandboxApp.workers=2"], "Redis"),
-        (["--SandboxApp.backend=kubernetes"], "not available in this version"),
+        (
+            ["--SandboxApp.backend=k8s", "--KubernetesBackend.kubeconfig=/nonexistent/kubeconfig"],
+            "cannot load /nonexistent/kubeconfig",
+        ),
         (
             ["--SandboxApp.backend=docker", "--DockerBackend.docker_host=unix:///nonexistent.sock"],
             "no Docker engine answers at unix:///nonexistent.sock",

@@ -1,4 +1,5 @@
-"""Backends: where sandboxes run (`local` bubblewrap jails, `docker` containers)."""
+"""Backends: where sandboxes run (`local` bubblewrap jails, `docker` containers,
+`kubernetes` pods)."""
 
 from .base import (
     Backend,

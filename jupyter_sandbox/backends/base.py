@@ -110,6 +110,16 @@ class Backend(LoggingConfigurable):
         the id. Cheap: no I/O."""
         raise NotImplementedError
 
+    async def workspace_updated(self, container_id: str, path: str) -> None:
+        """Files were put into a running sandbox's host workspace `path` (a restore moved or
+        loaded them there). A backend whose sandboxes do not see that directory live (the
+        kubernetes backend's emptyDir) copies them in; the others have nothing to do."""
+
+    def describe(self, container_id: str) -> str | None:
+        """Why a sandbox is in its state, in the platform's words (e.g. a pod's phase and
+        `OOMKilled`), for error messages; None when there is nothing to add. Cheap: no I/O."""
+        return None
+
     async def reap_orphans(self, keep: set[str] | None = None) -> int:
         """Destroy sandboxes left behind by dead server processes, except those in `keep`
         (container ids that shared state still serves); return how many."""

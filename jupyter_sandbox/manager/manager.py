@@ -732,7 +732,8 @@ class SandboxManager:
                 _move_workspace(old.mount_dir, new.mount_dir)
             elif self.settings.storage is not None and old.storage_path:
                 await _in_thread(self.settings.storage.load, old.storage_path, new.mount_dir)
-        except (OSError, StorageError) as e:
+            await self.backend.workspace_updated(new.container_id or "", new.mount_dir)
+        except (OSError, StorageError, BackendError) as e:
             self._retire(new)  # the culled record stays, and a later call tries again
             await self._unbind_session(new)
             raise BackendError(f"cannot restore {old.container_name}: {e}") from None
@@ -1121,6 +1122,8 @@ class SandboxManager:
     def _unreachable(self, record: SandboxRecord, error: Exception) -> str:
         status = self.backend.status(record.container_id or "") or "exited"
         if status != "running":
+            detail = self.backend.describe(record.container_id or "")
+            status += f"; {detail}" if detail else ""
             return f"Sandbox {record.container_name} is not running (status: {status})."
         return f"Sandbox {record.container_name} did not answer: {error}"
 
