@@ -6,7 +6,11 @@ It starts a box inside the sandbox and returns once that box is ready to answer.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import re
+from collections.abc import Callable
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -119,6 +123,21 @@ class Backend(LoggingConfigurable):
         """Why a sandbox is in its state, in the platform's words (e.g. a pod's phase and
         `OOMKilled`), for error messages; None when there is nothing to add. Cheap: no I/O."""
         return None
+
+    async def create_in_thread(
+        self, pool: Executor, create_sync: Callable[[SandboxSpec], Started], spec: SandboxSpec
+    ) -> Started:
+        """Run a blocking create in `pool`, transactionally: a thread cannot be interrupted,
+        so a create cancelled meanwhile (a shutdown while warming) is let finish and then
+        destroyed, leaving nothing behind. For backends with blocking clients."""
+        future = asyncio.get_running_loop().run_in_executor(pool, create_sync, spec)
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                started = await future
+                await self.destroy(started.container_id)
+            raise
 
     async def reap_orphans(self, keep: set[str] | None = None) -> int:
         """Destroy sandboxes left behind by dead server processes, except those in `keep`

@@ -279,17 +279,7 @@ class DockerBackend(Backend):
     # -- create ------------------------------------------------------------------------------
 
     async def create(self, spec: SandboxSpec) -> Started:
-        loop = asyncio.get_running_loop()
-        future = loop.run_in_executor(self._pool, self._create_sync, spec)
-        try:
-            return await asyncio.shield(future)
-        except asyncio.CancelledError:
-            # A thread cannot be interrupted: let it finish, then undo what it made, so a
-            # shutdown in the middle of warming leaves no container behind.
-            with contextlib.suppress(Exception):
-                started = await future
-                await self.destroy(started.container_id)
-            raise
+        return await self.create_in_thread(self._pool, self._create_sync, spec)
 
     def _create_sync(self, spec: SandboxSpec) -> Started:
         import docker.errors
